@@ -1,0 +1,17 @@
+//! # fungi-aug
+//!
+//! The image side of FUNGI, reproducing the reference pipelines bit for bit: decoding to RGB as
+//! `PIL.Image.open(f).convert("RGB")`, Pillow's fixed-point resampling ([`resample`]), the views
+//! each objective makes of an image ([`transforms`]) and ImageNet normalisation ([`normalize`]).
+//! No Burn dependency: outputs are CHW `f32` buffers ready to become a tensor batch.
+#![warn(missing_docs)]
+
+pub mod decode;
+mod error;
+pub mod normalize;
+pub mod resample;
+pub mod transforms;
+
+pub use decode::{decode_rgb, decode_rgb_bytes, DecodeOptions};
+pub use error::{Error, Result};
+pub use image::RgbImage;

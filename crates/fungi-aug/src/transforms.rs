@@ -1,0 +1,100 @@
+//! View transforms. Every transform is `sample_params(rng)` (random, cheap) + `apply(image,
+//! params)` (deterministic); deterministic transforms have `()` parameters.
+
+use image::RgbImage;
+
+use crate::normalize::{to_chw_normalized, ScaleFormula};
+use crate::resample::{crop, resize, Filter};
+
+/// Python's `round()` (half to even) of a non-negative `x / 2`, as torchvision's `CenterCrop`
+/// computes `int(round((h - crop) / 2.0))`.
+pub fn round_half_even_div2(x: u32) -> u32 {
+    let q = x / 2;
+    if x % 2 == 1 && q % 2 == 1 {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// Geometry of the DINO eval transform for an image of `w x h`: resized size and crop origin.
+pub fn eval_geometry(w: u32, h: u32, resize_to: u32, crop_size: u32) -> ((u32, u32), (u32, u32)) {
+    // torchvision `_compute_resized_output_size` with an int size: short side -> size,
+    // long side -> int(size * long / short).
+    let (nw, nh) = if w <= h {
+        (resize_to, (resize_to as u64 * h as u64 / w as u64) as u32)
+    } else {
+        ((resize_to as u64 * w as u64 / h as u64) as u32, resize_to)
+    };
+    let left = round_half_even_div2(nw.saturating_sub(crop_size));
+    let top = round_half_even_div2(nh.saturating_sub(crop_size));
+    ((nw, nh), (left, top))
+}
+
+/// DINO's `eval_knn.py` transform: `Resize(256, BICUBIC)` (PIL), `CenterCrop(224)`, `ToTensor`,
+/// ImageNet `Normalize`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalTransform {
+    /// Short side after resizing (256).
+    pub resize: u32,
+    /// Center-crop size (224).
+    pub crop: u32,
+}
+
+impl Default for EvalTransform {
+    fn default() -> Self {
+        Self {
+            resize: 256,
+            crop: 224,
+        }
+    }
+}
+
+impl EvalTransform {
+    /// The 8-bit view (before normalisation), `crop x crop` RGB.
+    pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
+        let ((nw, nh), (left, top)) =
+            eval_geometry(img.width(), img.height(), self.resize, self.crop);
+        let r = resize(img, nw, nh, Filter::Bicubic);
+        crop(&r, left, top, self.crop, self.crop)
+    }
+    /// The normalised CHW `f32` view.
+    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        to_chw_normalized(&self.apply_u8(img), ScaleFormula::Divide)
+    }
+}
+
+/// No geometric transform: the image as is, normalised (the caller guarantees its size).
+pub fn identity(img: &RgbImage) -> Vec<f32> {
+    to_chw_normalized(img, ScaleFormula::Divide)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_round_half_even() {
+        // (393 - 224) / 2 = 84.5 -> 84; (341 - 224) / 2 = 58.5 -> 58; 85.5 -> 86
+        assert_eq!(round_half_even_div2(169), 84);
+        assert_eq!(round_half_even_div2(117), 58);
+        assert_eq!(round_half_even_div2(171), 86);
+        assert_eq!(round_half_even_div2(32), 16);
+    }
+
+    #[test]
+    fn golden_eval_geometry() {
+        // ../shared/golden/README.md "Resize / crop geometry per image".
+        let cases = [
+            ((451, 300), (384, 256), (80, 16)),
+            ((320, 240), (341, 256), (58, 16)),
+            ((256, 320), (256, 320), (16, 48)),
+            ((20, 13), (393, 256), (84, 16)),
+            ((900, 600), (384, 256), (80, 16)),
+            ((480, 96), (1280, 256), (528, 16)),
+        ];
+        for ((w, h), size, origin) in cases {
+            assert_eq!(eval_geometry(w, h, 256, 224), (size, origin), "{w}x{h}");
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Architecture configuration: presets and DINO-style JSON configs.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::vit::Vit;
+
+/// Names of the built-in architecture presets.
+pub const PRESETS: &[&str] = &[
+    "dino_vits16",
+    "dino_vits8",
+    "dino_vitb16",
+    "dino_vitb8",
+    "dinov2_vits14",
+    "dinov2_vitb14",
+];
+
+fn default_in_chans() -> usize {
+    3
+}
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+fn default_true() -> bool {
+    true
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_offset() -> f64 {
+    0.1
+}
+
+/// Architecture of a DINO (v1) or DINOv2 Vision Transformer.
+///
+/// Field names are the keyword arguments of DINO's `VisionTransformer`, so a JSON file written
+/// for it (such as the golden `model.json`) loads as is; unknown keys are ignored.
+/// `layer_scale` (DINOv2's `ls1/ls2.gamma`) and `interpolate_offset` default to DINO v1 values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    /// Image size the position embedding was trained for (224 for DINO, 518 for DINOv2).
+    pub img_size: usize,
+    /// Patch size in pixels.
+    pub patch_size: usize,
+    /// Input channels.
+    #[serde(default = "default_in_chans")]
+    pub in_chans: usize,
+    /// Embedding (token) dimension.
+    pub embed_dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// MLP hidden size = `int(embed_dim * mlp_ratio)`.
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    /// Whether `attn.qkv` has a bias.
+    #[serde(default = "default_true")]
+    pub qkv_bias: bool,
+    /// LayerNorm epsilon (1e-6 in DINO and DINOv2).
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// DINOv2 LayerScale (`blocks.N.ls1.gamma`, `blocks.N.ls2.gamma`).
+    #[serde(default)]
+    pub layer_scale: bool,
+    /// Offset added to the target grid size when the position embedding is interpolated
+    /// (DINO's and DINOv2's `+ 0.1` kludge).
+    #[serde(default = "default_offset")]
+    pub interpolate_offset: f64,
+}
+
+impl VitConfig {
+    fn dino(patch_size: usize, embed_dim: usize, num_heads: usize) -> Self {
+        Self {
+            img_size: 224,
+            patch_size,
+            in_chans: 3,
+            embed_dim,
+            depth: 12,
+            num_heads,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            layer_norm_eps: 1e-6,
+            layer_scale: false,
+            interpolate_offset: 0.1,
+        }
+    }
+    fn dinov2(embed_dim: usize, num_heads: usize) -> Self {
+        Self {
+            img_size: 518,
+            patch_size: 14,
+            layer_scale: true,
+            ..Self::dino(14, embed_dim, num_heads)
+        }
+    }
+    /// DINO ViT-S/16 (`dino_vits16`).
+    pub fn dino_vits16() -> Self {
+        Self::dino(16, 384, 6)
+    }
+    /// DINO ViT-S/8 (`dino_vits8`).
+    pub fn dino_vits8() -> Self {
+        Self::dino(8, 384, 6)
+    }
+    /// DINO ViT-B/16 (`dino_vitb16`).
+    pub fn dino_vitb16() -> Self {
+        Self::dino(16, 768, 12)
+    }
+    /// DINO ViT-B/8 (`dino_vitb8`).
+    pub fn dino_vitb8() -> Self {
+        Self::dino(8, 768, 12)
+    }
+    /// DINOv2 ViT-S/14 (`dinov2_vits14`, no registers).
+    pub fn dinov2_vits14() -> Self {
+        Self::dinov2(384, 6)
+    }
+    /// DINOv2 ViT-B/14 (`dinov2_vitb14`, no registers).
+    pub fn dinov2_vitb14() -> Self {
+        Self::dinov2(768, 12)
+    }
+
+    /// A preset by name (see [`PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        let cfg = match name {
+            "dino_vits16" => Self::dino_vits16(),
+            "dino_vits8" => Self::dino_vits8(),
+            "dino_vitb16" => Self::dino_vitb16(),
+            "dino_vitb8" => Self::dino_vitb8(),
+            "dinov2_vits14" => Self::dinov2_vits14(),
+            "dinov2_vitb14" => Self::dinov2_vitb14(),
+            _ => {
+                return Err(Error::UnknownPreset {
+                    name: name.to_string(),
+                })
+            }
+        };
+        Ok(cfg)
+    }
+
+    /// Parses a JSON architecture config (DINO keyword names, unknown keys ignored) and validates it.
+    pub fn from_json_str(json: &str, source_name: Option<&str>) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let cfg: Self = serde_path_to_error::deserialize(de).map_err(|e| Error::ConfigParse {
+            path: source_name.unwrap_or("<string>").into(),
+            reason: format!("`{}`: {}", e.path(), e.inner()),
+        })?;
+        cfg.validate(source_name)?;
+        Ok(cfg)
+    }
+
+    /// Reads a JSON architecture config file.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text, Some(&path.display().to_string()))
+    }
+
+    /// A preset name, or else the path of a JSON config file.
+    pub fn from_preset_or_file(arch: &str) -> Result<Self> {
+        if PRESETS.contains(&arch) {
+            return Self::preset(arch);
+        }
+        let path = Path::new(arch);
+        if path.exists() {
+            return Self::from_json_file(path);
+        }
+        Err(Error::UnknownPreset {
+            name: arch.to_string(),
+        })
+    }
+
+    /// Checks that every field is usable; errors name the key and the value.
+    pub fn validate(&self, source_name: Option<&str>) -> Result<()> {
+        let err = |key: &str, value: String, expected: &str| Error::Config {
+            source_name: source_name.map(str::to_string),
+            key: key.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        let positive = [
+            ("img_size", self.img_size),
+            ("patch_size", self.patch_size),
+            ("in_chans", self.in_chans),
+            ("embed_dim", self.embed_dim),
+            ("depth", self.depth),
+            ("num_heads", self.num_heads),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(err(key, v.to_string(), "a positive integer"));
+            }
+        }
+        if self.embed_dim % self.num_heads != 0 {
+            return Err(err(
+                "num_heads",
+                self.num_heads.to_string(),
+                &format!("a divisor of embed_dim = {}", self.embed_dim),
+            ));
+        }
+        if self.img_size < self.patch_size {
+            return Err(err(
+                "img_size",
+                self.img_size.to_string(),
+                &format!("at least patch_size = {}", self.patch_size),
+            ));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_hidden_dim() > 0) {
+            return Err(err(
+                "mlp_ratio",
+                self.mlp_ratio.to_string(),
+                "a positive number (hidden = int(embed_dim * mlp_ratio) > 0)",
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(err(
+                "layer_norm_eps",
+                self.layer_norm_eps.to_string(),
+                "a positive number",
+            ));
+        }
+        if !(self.interpolate_offset.is_finite() && (0.0..1.0).contains(&self.interpolate_offset)) {
+            return Err(err(
+                "interpolate_offset",
+                self.interpolate_offset.to_string(),
+                "a number in [0, 1)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// MLP hidden width, `int(embed_dim * mlp_ratio)` as in DINO.
+    pub fn mlp_hidden_dim(&self) -> usize {
+        (self.embed_dim as f64 * self.mlp_ratio).max(0.0) as usize
+    }
+    /// Per-head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads
+    }
+    /// Side of the square position-embedding grid (`img_size / patch_size`).
+    pub fn pos_grid(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    /// Every parameter of the architecture as (state-dict key, PyTorch shape), in state-dict order.
+    pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (e, h, p, c) = (
+            self.embed_dim,
+            self.mlp_hidden_dim(),
+            self.patch_size,
+            self.in_chans,
+        );
+        let g = self.pos_grid();
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            ("cls_token".into(), vec![1, 1, e]),
+            ("pos_embed".into(), vec![1, 1 + g * g, e]),
+            ("patch_embed.proj.weight".into(), vec![e, c, p, p]),
+            ("patch_embed.proj.bias".into(), vec![e]),
+        ];
+        for i in 0..self.depth {
+            let b = format!("blocks.{i}.");
+            v.push((format!("{b}norm1.weight"), vec![e]));
+            v.push((format!("{b}norm1.bias"), vec![e]));
+            v.push((format!("{b}attn.qkv.weight"), vec![3 * e, e]));
+            if self.qkv_bias {
+                v.push((format!("{b}attn.qkv.bias"), vec![3 * e]));
+            }
+            v.push((format!("{b}attn.proj.weight"), vec![e, e]));
+            v.push((format!("{b}attn.proj.bias"), vec![e]));
+            if self.layer_scale {
+                v.push((format!("{b}ls1.gamma"), vec![e]));
+            }
+            v.push((format!("{b}norm2.weight"), vec![e]));
+            v.push((format!("{b}norm2.bias"), vec![e]));
+            v.push((format!("{b}mlp.fc1.weight"), vec![h, e]));
+            v.push((format!("{b}mlp.fc1.bias"), vec![h]));
+            v.push((format!("{b}mlp.fc2.weight"), vec![e, h]));
+            v.push((format!("{b}mlp.fc2.bias"), vec![e]));
+            if self.layer_scale {
+                v.push((format!("{b}ls2.gamma"), vec![e]));
+            }
+        }
+        v.push(("norm.weight".into(), vec![e]));
+        v.push(("norm.bias".into(), vec![e]));
+        v
+    }
+
+    /// Keys that checkpoints of this architecture may carry although the forward pass does not use
+    /// them; they are accepted and ignored (DINOv2's `mask_token`, used only for iBOT masking).
+    pub fn ignored_keys(&self) -> &'static [&'static str] {
+        if self.layer_scale {
+            &["mask_token"]
+        } else {
+            &[]
+        }
+    }
+
+    /// A randomly initialised model (DINO's init: truncated-normal std 0.02 for linear weights,
+    /// CLS token and position embedding). For benchmarks and tests; load real weights with
+    /// [`Vit::from_file`].
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Vit<B> {
+        Vit::random(self, device)
+    }
+}

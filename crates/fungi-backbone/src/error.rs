@@ -1,0 +1,151 @@
+//! Errors of the backbone crate.
+
+use std::path::PathBuf;
+
+/// One way in which a weights file disagrees with the architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyProblem {
+    /// The architecture needs this parameter but the file does not have it.
+    Missing {
+        /// State-dict key.
+        key: String,
+        /// Shape the architecture expects.
+        expected: Vec<usize>,
+    },
+    /// The file has a tensor the architecture does not know.
+    Unexpected {
+        /// State-dict key.
+        key: String,
+        /// Shape found in the file.
+        found: Vec<usize>,
+    },
+    /// Shapes differ.
+    Shape {
+        /// State-dict key.
+        key: String,
+        /// Shape the architecture expects.
+        expected: Vec<usize>,
+        /// Shape found in the file.
+        found: Vec<usize>,
+    },
+    /// The tensor is not floating point (or a float type we cannot read).
+    DType {
+        /// State-dict key.
+        key: String,
+        /// Data type found in the file.
+        found: String,
+    },
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyProblem::Missing { key, expected } => {
+                write!(f, "missing key `{key}` (expected shape {expected:?})")
+            }
+            KeyProblem::Unexpected { key, found } => write!(
+                f,
+                "unexpected key `{key}` (shape {found:?}): the architecture has no such parameter"
+            ),
+            KeyProblem::Shape {
+                key,
+                expected,
+                found,
+            } => write!(
+                f,
+                "key `{key}`: expected shape {expected:?}, found {found:?}"
+            ),
+            KeyProblem::DType { key, found } => write!(
+                f,
+                "key `{key}`: dtype {found} is not supported (expected F32, F16, BF16 or F64)"
+            ),
+        }
+    }
+}
+
+/// Errors raised while reading weights or architecture configs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid weights file of the given format (truncated, corrupt, wrong kind).
+    #[error("{path}: not a valid {format} file: {reason}")]
+    Format {
+        /// File.
+        path: PathBuf,
+        /// Format that was tried (`safetensors`, `PyTorch .pth`).
+        format: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The file extension does not name a supported weights format.
+    #[error("{path}: unsupported weights format (expected a .pth/.pt PyTorch state dict or a .safetensors file)")]
+    UnsupportedFormat {
+        /// File.
+        path: PathBuf,
+    },
+    /// The weights do not fit the architecture.
+    #[error("{path}: weights do not match the architecture ({} problem(s)):\n  {}", problems.len(),
+        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Mismatch {
+        /// File.
+        path: PathBuf,
+        /// Every disagreement found (all of them, not only the first).
+        problems: Vec<KeyProblem>,
+    },
+    /// An architecture config is invalid.
+    #[error("invalid architecture config{}: `{key}` = {value}: {expected}",
+        source_name.as_ref().map(|s| format!(" {s}")).unwrap_or_default())]
+    Config {
+        /// Config file or preset name, when known.
+        source_name: Option<String>,
+        /// Offending key.
+        key: String,
+        /// Offending value as text.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// An architecture config file could not be parsed.
+    #[error("cannot parse architecture config {path}: {reason}")]
+    ConfigParse {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        reason: String,
+    },
+    /// Unknown preset name.
+    #[error("unknown architecture `{name}`: expected a JSON config file or one of {}", crate::PRESETS.join(", "))]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+    },
+    /// A target-layer path that the model does not have.
+    #[error("unknown layer `{path}`: valid layer paths are blocks.N.attn.qkv, blocks.N.attn.proj, blocks.N.mlp.fc1, blocks.N.mlp.fc2 with N in 0..{depth} (e.g. `blocks.{}.attn.proj`)", depth.saturating_sub(1))]
+    UnknownLayer {
+        /// The path given.
+        path: String,
+        /// Number of blocks of the model.
+        depth: usize,
+    },
+    /// The input image size does not fit the patch size.
+    #[error("input of {height}x{width} pixels is not a multiple of the patch size {patch_size}")]
+    InputSize {
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+        /// Patch size.
+        patch_size: usize,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,196 @@
+//! Test helpers: the backend under test, golden-file readers and tolerance checks.
+//!
+//! The backend is chosen by Cargo feature (`cargo test-flex`, `test-ndarray`, `test-cuda`, ...;
+//! see `.cargo/config.toml`): `cuda` > `wgpu` > `ndarray` > `flex`.
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+
+/// Backend under test.
+#[cfg(feature = "cuda")]
+pub type TestBackend = burn::backend::Cuda;
+/// Backend under test.
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+pub type TestBackend = burn::backend::Wgpu;
+/// Backend under test.
+#[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
+pub type TestBackend = burn::backend::NdArray;
+/// Backend under test.
+#[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "ndarray")))]
+pub type TestBackend = burn::backend::Flex;
+
+/// Autodiff over the backend under test.
+pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
+
+/// Device of the backend under test.
+pub fn device() -> <TestBackend as burn::tensor::backend::BackendTypes>::Device {
+    Default::default()
+}
+
+/// `tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// `tests/fixtures/golden` (a copy of ../shared/golden).
+pub fn golden_dir() -> PathBuf {
+    fixtures().join("golden")
+}
+
+/// A safetensors file read fully into memory.
+pub struct Golden {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// A tensor's shape and values.
+pub type Array<T> = (Vec<usize>, Vec<T>);
+
+impl Golden {
+    /// Opens `tests/fixtures/golden/<name>` (or any path).
+    pub fn open(name: impl AsRef<Path>) -> Result<Self> {
+        let p = name.as_ref();
+        let path = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            golden_dir().join(p)
+        };
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self { path, bytes })
+    }
+
+    /// Opens a file under `tests/fixtures`.
+    pub fn fixture(name: &str) -> Result<Self> {
+        Self::open(fixtures().join(name))
+    }
+
+    fn view(&self, name: &str) -> Result<(safetensors::Dtype, Vec<usize>, Vec<u8>)> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes)?;
+        let v = st
+            .tensor(name)
+            .map_err(|e| anyhow!("{}: tensor `{name}`: {e}", self.path.display()))?;
+        Ok((v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+    }
+
+    /// Every tensor name.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes)?;
+        Ok(st.names().into_iter().map(str::to_string).collect())
+    }
+
+    /// A float tensor (F32, F16 or F64) as f32.
+    pub fn f32(&self, name: &str) -> Result<Array<f32>> {
+        let (dt, s, b) = self.view(name)?;
+        let v = match dt {
+            safetensors::Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            other => return Err(anyhow!("`{name}` is {other:?}, not float")),
+        };
+        Ok((s, v))
+    }
+
+    /// A float tensor as f64 (F64 exactly, F32 up-cast).
+    pub fn f64(&self, name: &str) -> Result<Array<f64>> {
+        let (dt, s, b) = self.view(name)?;
+        let v = match dt {
+            safetensors::Dtype::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            _ => self.f32(name)?.1.into_iter().map(f64::from).collect(),
+        };
+        Ok((s, v))
+    }
+
+    /// A U8 tensor.
+    pub fn u8(&self, name: &str) -> Result<Array<u8>> {
+        let (dt, s, b) = self.view(name)?;
+        anyhow::ensure!(dt == safetensors::Dtype::U8, "`{name}` is {dt:?}, not U8");
+        Ok((s, b))
+    }
+
+    /// An I8 tensor.
+    pub fn i8(&self, name: &str) -> Result<Array<i8>> {
+        let (dt, s, b) = self.view(name)?;
+        anyhow::ensure!(dt == safetensors::Dtype::I8, "`{name}` is {dt:?}, not I8");
+        Ok((s, b.into_iter().map(|v| v as i8).collect()))
+    }
+
+    /// An I64 tensor.
+    pub fn i64(&self, name: &str) -> Result<Array<i64>> {
+        let (dt, s, b) = self.view(name)?;
+        anyhow::ensure!(dt == safetensors::Dtype::I64, "`{name}` is {dt:?}, not I64");
+        Ok((
+            s,
+            b.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ))
+    }
+}
+
+/// `max |x - ref|` and `max |ref|`.
+pub fn max_abs_diff(x: &[f32], reference: &[f64]) -> (f64, f64) {
+    assert_eq!(x.len(), reference.len(), "length mismatch");
+    let d = x
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    let m = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    (d, m)
+}
+
+/// Asserts the golden README's "rel" rule: `max|x - ref| <= rel * max|ref|`.
+pub fn assert_rel(what: &str, x: &[f32], reference: &[f64], rel: f64) {
+    let (d, m) = max_abs_diff(x, reference);
+    assert!(
+        d <= rel * m,
+        "{what}: max|x-ref| = {d:.3e} > {rel:e} * max|ref| ({m:.3e}); ratio {:.3e}",
+        d / m
+    );
+    eprintln!(
+        "{what}: max|x-ref|/max|ref| = {:.3e} (limit {rel:e})",
+        d / m
+    );
+}
+
+/// Asserts the "abs" rule: `max|x - ref| <= abs`.
+pub fn assert_abs(what: &str, x: &[f32], reference: &[f64], abs: f64) {
+    let (d, _) = max_abs_diff(x, reference);
+    assert!(d <= abs, "{what}: max|x-ref| = {d:.3e} > {abs:e}");
+    eprintln!("{what}: max|x-ref| = {d:.3e} (limit {abs:e})");
+}
+
+/// The images of the golden set in dataset order, decoded to RGB. JPEGs are taken from
+/// `inputs.safetensors` (`rgb_u8.<idx>`, Pillow's libjpeg-turbo decode) when `pil_jpeg` is set.
+pub fn golden_images(pil_jpeg: bool) -> Result<Vec<fungi_aug::RgbImage>> {
+    let labels: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        golden_dir().join("images/labels.json"),
+    )?)?;
+    let inputs = Golden::open("inputs.safetensors")?;
+    let mut out = Vec::new();
+    for (i, entry) in labels["images"].as_array().unwrap().iter().enumerate() {
+        let file = entry["file"].as_str().unwrap();
+        let path = golden_dir().join("images").join(file);
+        if pil_jpeg && file.ends_with(".jpg") {
+            let (s, v) = inputs.u8(&format!("rgb_u8.{i:02}"))?;
+            out.push(fungi_aug::RgbImage::from_raw(s[1] as u32, s[0] as u32, v).unwrap());
+        } else {
+            out.push(fungi_aug::decode_rgb(&path, &Default::default())?);
+        }
+    }
+    Ok(out)
+}
