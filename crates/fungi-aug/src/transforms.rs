@@ -10,7 +10,7 @@ use crate::resample::{crop, resize, Filter};
 /// computes `int(round((h - crop) / 2.0))`.
 pub fn round_half_even_div2(x: u32) -> u32 {
     let q = x / 2;
-    if x % 2 == 1 && q % 2 == 1 {
+    if !x.is_multiple_of(2) && !q.is_multiple_of(2) {
         q + 1
     } else {
         q

@@ -195,7 +195,7 @@ impl VitConfig {
                 return Err(err(key, v.to_string(), "a positive integer"));
             }
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(err(
                 "num_heads",
                 self.num_heads.to_string(),

@@ -128,7 +128,7 @@ pub enum Error {
         name: String,
     },
     /// A target-layer path that the model does not have.
-    #[error("unknown layer `{path}`: valid layer paths are blocks.N.attn.qkv, blocks.N.attn.proj, blocks.N.mlp.fc1, blocks.N.mlp.fc2 with N in 0..{depth} (e.g. `blocks.{}.attn.proj`)", depth.saturating_sub(1))]
+    #[error("unknown layer `{path}`: valid layer paths are blocks.N.attn.qkv, blocks.N.attn.proj, blocks.N.mlp.fc1, blocks.N.mlp.fc2 with N from 0 to {} (e.g. `blocks.{}.attn.proj`)", depth.saturating_sub(1), depth.saturating_sub(1))]
     UnknownLayer {
         /// The path given.
         path: String,

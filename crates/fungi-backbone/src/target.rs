@@ -142,7 +142,7 @@ mod tests {
             let err = TargetLayer::parse(bad, 12).unwrap_err().to_string();
             assert!(err.contains(&format!("`{bad}`")), "{err}");
             assert!(
-                err.contains("blocks.N.mlp.fc2") && err.contains("0..11"),
+                err.contains("blocks.N.mlp.fc2") && err.contains("N from 0 to 11"),
                 "{err}"
             );
         }

@@ -1,0 +1,179 @@
+//! `fungi embed`: backbone CLS embeddings of a folder of images.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use fungi_aug::transforms::EvalTransform;
+use fungi_aug::DecodeOptions;
+use fungi_backbone::{Vit, VitConfig};
+use rayon::prelude::*;
+
+use crate::images::list_images;
+use crate::npy;
+use crate::{progress_bar, OnError};
+
+/// How images become network inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransformKind {
+    /// DINO eval: short side 256 (PIL bicubic), center crop 224, ImageNet normalisation.
+    Eval,
+    /// The image as is (ImageNet normalisation only); images of equal size are batched together.
+    None,
+}
+
+/// Arguments of `fungi embed`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// Backbone weights: a PyTorch state dict (.pth) or a .safetensors file.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Architecture: a preset (dino_vits16, dino_vits8, dino_vitb16, dino_vitb8, dinov2_vits14,
+    /// dinov2_vitb14) or a JSON config with DINO's keyword names.
+    #[arg(long)]
+    pub arch: String,
+    /// Image files and/or directories (walked recursively, sorted by path).
+    #[arg(long, num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    /// Output `.npy` file, `[N, E]` float32, one row per image in listing order. A
+    /// `<out>.files.txt` lists the image of every row.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Input transform.
+    #[arg(long, value_enum, default_value = "eval")]
+    pub transform: TransformKind,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// What to do with an image that cannot be decoded.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_error: OnError,
+    /// Apply the EXIF orientation tag (PIL and fungivision do not).
+    #[arg(long)]
+    pub apply_exif_orientation: bool,
+}
+
+/// A normalised view `(height, width, CHW data)` or the reason it could not be made.
+type ViewResult = std::result::Result<(usize, usize, Vec<f32>), String>;
+
+fn sidecar(out: &Path, suffix: &str) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn write_list(path: &Path, files: &[PathBuf]) -> Result<()> {
+    let text: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs `fungi embed` on backend `B`.
+pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let config = VitConfig::from_preset_or_file(&args.arch)?;
+    let model = Vit::<B>::from_file(&config, &args.weights, device)?;
+    let files = list_images(&args.images)?;
+    tracing::info!(images = files.len(), arch = %args.arch, "embedding");
+    let opts = DecodeOptions {
+        apply_exif_orientation: args.apply_exif_orientation,
+        ..Default::default()
+    };
+    let eval = EvalTransform::default();
+    let e = config.embed_dim;
+    let mut rows: Vec<f32> = Vec::with_capacity(files.len() * e);
+    let mut kept: Vec<PathBuf> = Vec::new();
+    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    let bar = progress_bar(files.len() as u64, "embed");
+    for chunk in files.chunks(args.batch_size) {
+        let views: Vec<(PathBuf, ViewResult)> = chunk
+            .par_iter()
+            .map(|f| {
+                let r = fungi_aug::decode_rgb(f, &opts)
+                    .map_err(|e| e.to_string())
+                    .and_then(|img| match args.transform {
+                        TransformKind::Eval => Ok((224, 224, eval.apply(&img))),
+                        TransformKind::None => {
+                            let (w, h) = (img.width() as usize, img.height() as usize);
+                            model
+                                .check_input(h, w)
+                                .map_err(|e| format!("{}: {e}", f.display()))?;
+                            Ok((h, w, fungi_aug::transforms::identity(&img)))
+                        }
+                    });
+                (f.clone(), r)
+            })
+            .collect();
+        // Group consecutive images of equal size into one forward pass.
+        let mut group: Vec<(PathBuf, Vec<f32>)> = Vec::new();
+        let mut group_hw = (0, 0);
+        let mut flush = |group: &mut Vec<(PathBuf, Vec<f32>)>, hw: (usize, usize)| {
+            if group.is_empty() {
+                return;
+            }
+            let n = group.len();
+            let data: Vec<f32> = group.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+            let x = Tensor::<B, 4>::from_data(TensorData::new(data, [n, 3, hw.0, hw.1]), device);
+            let emb = model.forward(x).into_data().convert::<f32>();
+            rows.extend(emb.into_vec::<f32>().expect("f32 data"));
+            kept.extend(group.drain(..).map(|(p, _)| p));
+        };
+        for (path, r) in views {
+            match r {
+                Ok((h, w, v)) => {
+                    if (h, w) != group_hw {
+                        flush(&mut group, group_hw);
+                        group_hw = (h, w);
+                    }
+                    group.push((path, v));
+                }
+                Err(msg) => match args.on_error {
+                    OnError::Skip => {
+                        tracing::warn!("skipping {}: {msg}", path.display());
+                        skipped.push((path, msg));
+                    }
+                    OnError::Fail => {
+                        flush(&mut group, group_hw);
+                        let partial = sidecar(&args.out, ".partial.npy");
+                        npy::write_f32(&partial, &[kept.len(), e], &rows)?;
+                        write_list(&sidecar(&args.out, ".partial.files.txt"), &kept)?;
+                        bail!(
+                            "{msg}\n({} embeddings computed before the failure were saved to {}; \
+                             use --on-error skip to skip bad images)",
+                            kept.len(),
+                            partial.display()
+                        );
+                    }
+                },
+            }
+        }
+        flush(&mut group, group_hw);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    npy::write_f32(&args.out, &[kept.len(), e], &rows)?;
+    write_list(&sidecar(&args.out, ".files.txt"), &kept)?;
+    if !skipped.is_empty() {
+        let text: String = skipped
+            .iter()
+            .map(|(p, m)| format!("{}\t{}\n", p.display(), m.replace('\n', " ")))
+            .collect();
+        std::fs::write(sidecar(&args.out, ".skipped.tsv"), text)?;
+    }
+    eprintln!(
+        "wrote {} embeddings of dim {e} to {}{}",
+        kept.len(),
+        args.out.display(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} skipped, listed in {})",
+                skipped.len(),
+                sidecar(&args.out, ".skipped.tsv").display()
+            )
+        }
+    );
+    Ok(())
+}

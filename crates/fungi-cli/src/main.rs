@@ -1,0 +1,113 @@
+//! `fungi`: the FUNGI command line.
+#![warn(missing_docs)]
+
+mod embed;
+mod images;
+mod npy;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+/// Policy for images that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Stop with an error naming the file (what was computed is saved first).
+    Fail,
+    /// Skip the image, report it, and list it next to the output.
+    Skip,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fungi",
+    version,
+    about = "FUNGI — features from unsupervised gradients (Rust/Burn)"
+)]
+struct Cli {
+    /// Compute device: auto, flex (CPU), ndarray (CPU), cuda[:N], wgpu. Only backends compiled in
+    /// (cargo features) are available; auto picks cuda > wgpu > flex > ndarray.
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Backbone CLS embeddings of images, written as an [N, E] float32 .npy.
+    Embed(embed::EmbedArgs),
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn run<B: burn::tensor::backend::Backend>(cli: &Cli, device: B::Device) -> Result<()> {
+    match &cli.cmd {
+        Command::Embed(a) => embed::run::<B>(a, &device),
+    }
+}
+
+fn available() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
+    }
+    v
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FUNGI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (kind, index) = match cli.device.split_once(':') {
+        Some((k, i)) => (k.to_string(), i.parse::<usize>().ok()),
+        None => (cli.device.clone(), None),
+    };
+    let kind = if kind == "auto" {
+        available().first().copied().unwrap_or("none").to_string()
+    } else {
+        kind
+    };
+    let _ = index;
+    match kind.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => run::<burn::backend::Cuda>(
+            &cli,
+            burn::backend::cuda::CudaDevice::new(index.unwrap_or(0)),
+        ),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run::<burn::backend::Wgpu>(&cli, Default::default()),
+        #[cfg(feature = "flex")]
+        "flex" | "cpu" => run::<burn::backend::Flex>(&cli, Default::default()),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => run::<burn::backend::NdArray>(&cli, Default::default()),
+        other => bail!(
+            "device `{other}` is not available in this build; compiled in: {} (rebuild with --features <backend>)",
+            available().join(", ")
+        ),
+    }
+}
