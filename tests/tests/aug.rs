@@ -18,7 +18,11 @@ fn png_decode_matches_pil_convert_rgb_exactly() {
         let file = entry["file"].as_str().unwrap();
         if file.ends_with(".png") {
             let sha = format!("{:x}", sha2::Sha256::digest(img.as_raw()));
-            assert_eq!(sha, entry["rgb_sha256"].as_str().unwrap(), "image {i} {file}");
+            assert_eq!(
+                sha,
+                entry["rgb_sha256"].as_str().unwrap(),
+                "image {i} {file}"
+            );
             checked += 1;
         }
     }
@@ -33,10 +37,17 @@ fn jpeg_fallback_decoder_difference_is_small_and_reported() {
     for i in [0usize, 7] {
         let (a, b) = (pil[i].as_raw(), ours[i].as_raw());
         assert_eq!(a.len(), b.len());
-        let diffs: Vec<i32> = a.iter().zip(b).map(|(x, y)| (*x as i32 - *y as i32).abs()).collect();
+        let diffs: Vec<i32> = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as i32 - *y as i32).abs())
+            .collect();
         let max = *diffs.iter().max().unwrap();
         let frac = diffs.iter().filter(|d| **d > 0).count() as f64 / diffs.len() as f64;
-        eprintln!("jpeg {i}: max |diff| {max} levels, {:.1}% of values differ", frac * 100.0);
+        eprintln!(
+            "jpeg {i}: max |diff| {max} levels, {:.1}% of values differ",
+            frac * 100.0
+        );
         assert!(max <= 16, "jpeg {i}: max diff {max}");
     }
 }
@@ -54,4 +65,35 @@ fn eval_views_are_bit_exact() {
         let n = ours.iter().zip(want).filter(|(a, b)| a != b).count();
         assert_eq!(n, 0, "eval view of image {i}: {n} values differ");
     }
+}
+
+#[test]
+fn kl_views_are_bit_exact() {
+    let g = Golden::open("kl.safetensors").unwrap();
+    let (_, views) = g.u8("views_u8").unwrap();
+    let imgs = golden_images(true).unwrap();
+    let t = fungi_aug::transforms::KlTransform::default();
+    for (i, img) in imgs.iter().enumerate() {
+        let v = to_chw_u8(&t.apply_u8(img));
+        let want = &views[i * 3 * 224 * 224..(i + 1) * 3 * 224 * 224];
+        let n = v.iter().zip(want).filter(|(a, b)| a != b).count();
+        assert_eq!(n, 0, "KL view of image {i}: {n} values differ");
+    }
+}
+
+#[test]
+fn pillow_bilinear_is_not_torch_uint8() {
+    // The two kernels differ by one level in places: using Pillow's for the KL view would be wrong.
+    use fungi_aug::resample::{resize, resize_torch_u8, Filter};
+    let img = &golden_images(true).unwrap()[1];
+    let a = resize(img, 256, 256, Filter::Bilinear);
+    let b = resize_torch_u8(img, 256, 256);
+    let max = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as i32 - *y as i32).abs())
+        .max()
+        .unwrap();
+    assert_eq!(max, 1);
 }

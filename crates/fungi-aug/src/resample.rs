@@ -5,6 +5,12 @@
 //! `PRECISION_BITS = 22` and accumulated in `i32` with rounding and clamping. The horizontal pass
 //! runs first over only the rows the vertical pass needs, exactly as Pillow does, so results are
 //! bit-identical to `Image.resize(size, BILINEAR | BICUBIC)`.
+//!
+//! [`resize_torch_u8`] is PyTorch's uint8 antialiased kernel (`F.interpolate(uint8, mode="bilinear",
+//! antialias=True)`, used by torchvision v2 on tensors, e.g. fungivision's KL view): the same
+//! double-precision coefficients, but rounded to `int16` with a per-axis precision: the largest
+//! `p < 22` with `int(0.5 + max_weight * 2^(p+1)) < 2^15` (`UpSampleKernel.cpp`,
+//! `_compute_index_ranges_int16_weights`, AVX2 path).
 
 use image::RgbImage;
 
@@ -50,21 +56,38 @@ impl Filter {
     }
 }
 
+/// How the double-precision coefficients become integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fixed {
+    /// Pillow: `PRECISION_BITS = 22`, `i32` weights.
+    Pillow,
+    /// PyTorch uint8: `int16` weights, precision from the largest weight.
+    TorchInt16,
+}
+
 /// Fixed-point coefficients of one axis: per output index `(xmin, count)` and `ksize` weights.
 struct Coeffs {
     ksize: usize,
     bounds: Vec<(usize, usize)>,
     kk: Vec<i32>,
+    precision: u32,
 }
 
-/// `precompute_coeffs` + `normalize_coeffs_8bpc`.
-fn precompute(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Filter) -> Coeffs {
+/// `precompute_coeffs` + `normalize_coeffs_8bpc` (or PyTorch's int16 variant).
+fn precompute(
+    in_size: usize,
+    in0: f64,
+    in1: f64,
+    out_size: usize,
+    filter: Filter,
+    fixed: Fixed,
+) -> Coeffs {
     let scale = (in1 - in0) / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
-    let mut kk = vec![0i32; out_size * ksize];
+    let mut weights = vec![0f64; out_size * ksize];
     let mut k = vec![0f64; ksize];
     for xx in 0..out_size {
         let center = in0 + (xx as f64 + 0.5) * scale;
@@ -79,37 +102,48 @@ fn precompute(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Filte
             *kx = w;
             ww += w;
         }
-        for x in 0..ksize {
-            let v = if x < count {
-                if ww != 0.0 {
-                    k[x] / ww
-                } else {
-                    k[x]
-                }
-            } else {
-                0.0
-            };
-            let fixed = v * (1u32 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if v < 0.0 {
-                (-0.5 + fixed) as i32
-            } else {
-                (0.5 + fixed) as i32
-            };
+        for x in 0..count {
+            weights[xx * ksize + x] = if ww != 0.0 { k[x] / ww } else { k[x] };
         }
         bounds.push((xmin, count));
     }
-    Coeffs { ksize, bounds, kk }
+    let precision = match fixed {
+        Fixed::Pillow => PRECISION_BITS,
+        Fixed::TorchInt16 => {
+            let wmax = weights.iter().copied().fold(f64::MIN, f64::max);
+            let mut p = 0u32;
+            while p < 22 {
+                if (0.5 + wmax * (1u64 << (p + 1)) as f64) as i64 >= (1 << 15) {
+                    break;
+                }
+                p += 1;
+            }
+            p
+        }
+    };
+    let scale = (1u64 << precision) as f64;
+    let kk = weights
+        .iter()
+        .map(|&v| {
+            if v < 0.0 {
+                (-0.5 + v * scale) as i32
+            } else {
+                (0.5 + v * scale) as i32
+            }
+        })
+        .collect();
+    Coeffs {
+        ksize,
+        bounds,
+        kk,
+        precision,
+    }
 }
 
+/// `sum >> precision`, clamped to `0..=255` (Pillow's `clip8`; PyTorch's saturating packs).
 #[inline]
-fn clip8(v: i32) -> u8 {
-    if v >= (1 << PRECISION_BITS << 8) {
-        255
-    } else if v <= 0 {
-        0
-    } else {
-        (v >> PRECISION_BITS) as u8
-    }
+fn clip8(v: i32, precision: u32) -> u8 {
+    (v >> precision).clamp(0, 255) as u8
 }
 
 /// Resizes like `PIL.Image.resize((out_w, out_h), filter)` (no `box`, no `reducing_gap`).
@@ -117,6 +151,20 @@ fn clip8(v: i32) -> u8 {
 /// # Panics
 /// If the input or the output size is zero.
 pub fn resize(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImage {
+    resize_impl(src, out_w, out_h, filter, Fixed::Pillow)
+}
+
+/// Resizes like PyTorch's `F.interpolate(x_uint8, size=(out_h, out_w), mode="bilinear",
+/// align_corners=False, antialias=True)` on an AVX2 CPU (the kernel of torchvision v2 `Resize` on
+/// uint8 tensors).
+///
+/// # Panics
+/// If the input or the output size is zero.
+pub fn resize_torch_u8(src: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    resize_impl(src, out_w, out_h, Filter::Bilinear, Fixed::TorchInt16)
+}
+
+fn resize_impl(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter, fixed: Fixed) -> RgbImage {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
     assert!(
@@ -125,8 +173,8 @@ pub fn resize(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImag
     );
     let need_h = ow != w;
     let need_v = oh != h;
-    let horiz = precompute(w, 0.0, w as f64, ow, filter);
-    let mut vert = precompute(h, 0.0, h as f64, oh, filter);
+    let horiz = precompute(w, 0.0, w as f64, ow, filter, fixed);
+    let mut vert = precompute(h, 0.0, h as f64, oh, filter, fixed);
     let ybox_first = vert.bounds[0].0;
     let (ylast_min, ylast_n) = vert.bounds[oh - 1];
     let ybox_last = ylast_min + ylast_n;
@@ -139,7 +187,7 @@ pub fn resize(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImag
         }
         let rows = ybox_last - ybox_first;
         let mut out = vec![0u8; rows * ow * 3];
-        let init = 1i32 << (PRECISION_BITS - 1);
+        let (init, prec) = (1i32 << (horiz.precision - 1), horiz.precision);
         for yy in 0..rows {
             let row = &src.as_raw()[(yy + ybox_first) * w * 3..(yy + ybox_first + 1) * w * 3];
             let orow = &mut out[yy * ow * 3..(yy + 1) * ow * 3];
@@ -153,9 +201,9 @@ pub fn resize(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImag
                     s1 += p[1] as i32 * kx;
                     s2 += p[2] as i32 * kx;
                 }
-                orow[xx * 3] = clip8(s0);
-                orow[xx * 3 + 1] = clip8(s1);
-                orow[xx * 3 + 2] = clip8(s2);
+                orow[xx * 3] = clip8(s0, prec);
+                orow[xx * 3 + 1] = clip8(s1, prec);
+                orow[xx * 3 + 2] = clip8(s2, prec);
             }
         }
         cur = std::borrow::Cow::Owned(out);
@@ -163,7 +211,7 @@ pub fn resize(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImag
     }
     if need_v {
         let mut out = vec![0u8; oh * cur_w * 3];
-        let init = 1i32 << (PRECISION_BITS - 1);
+        let (init, prec) = (1i32 << (vert.precision - 1), vert.precision);
         for yy in 0..oh {
             let (ymin, n) = vert.bounds[yy];
             let k = &vert.kk[yy * vert.ksize..yy * vert.ksize + n];
@@ -173,7 +221,7 @@ pub fn resize(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImag
                 for (y, &ky) in k.iter().enumerate() {
                     s += cur[(y + ymin) * cur_w * 3 + xc] as i32 * ky;
                 }
-                *o = clip8(s);
+                *o = clip8(s, prec);
             }
         }
         cur = std::borrow::Cow::Owned(out);

@@ -4,7 +4,7 @@
 use image::RgbImage;
 
 use crate::normalize::{to_chw_normalized, ScaleFormula};
-use crate::resample::{crop, resize, Filter};
+use crate::resample::{crop, resize, resize_torch_u8, Filter};
 
 /// Python's `round()` (half to even) of a non-negative `x / 2`, as torchvision's `CenterCrop`
 /// computes `int(round((h - crop) / 2.0))`.
@@ -61,6 +61,39 @@ impl EvalTransform {
     /// The normalised CHW `f32` view.
     pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
         to_chw_normalized(&self.apply_u8(img), ScaleFormula::Divide)
+    }
+}
+
+/// fungivision's KL view: squash to `resize x resize` with PyTorch's uint8 antialiased bilinear
+/// kernel (aspect ratio not kept), center crop, `ToDtype(scale=True)` (`v * (1/255)`), ImageNet
+/// normalisation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KlTransform {
+    /// Squash size (256).
+    pub resize: u32,
+    /// Center-crop size (224).
+    pub crop: u32,
+}
+
+impl Default for KlTransform {
+    fn default() -> Self {
+        Self {
+            resize: 256,
+            crop: 224,
+        }
+    }
+}
+
+impl KlTransform {
+    /// The 8-bit view (before normalisation).
+    pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
+        let r = resize_torch_u8(img, self.resize, self.resize);
+        let off = round_half_even_div2(self.resize - self.crop);
+        crop(&r, off, off, self.crop, self.crop)
+    }
+    /// The normalised CHW `f32` view.
+    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        to_chw_normalized(&self.apply_u8(img), ScaleFormula::MultiplyReciprocal)
     }
 }
 
