@@ -1,0 +1,166 @@
+//! Per-image gradients of one Linear layer of the ViT.
+//!
+//! Burn has no hooks and no `retain_graph`, and a full autodiff pass over the ViT would track
+//! every activation. Instead (the "output-gradient trick"):
+//!
+//! 1. the network runs on the plain (inner) backend up to the target layer's input `a`
+//!    ([`Vit::tap`]); nothing there is tracked;
+//! 2. the target's output `y = a·Wᵀ + b` is computed and lifted to the autodiff backend as the
+//!    **only** leaf that requires a gradient;
+//! 3. the rest of the network ([`Vit::resume`], no parameter tracked) and the objective's
+//!    per-image losses run under autodiff, and `Σ_b loss_b` is back-propagated once;
+//! 4. `δ = ∂Σloss/∂y` is read back and each image's gradient formed with one batched matmul:
+//!    `G_b = Σ_{v,t} δ_{b,v,t} ⊗ [a_{b,v,t}; 1]`, i.e. weight `[O, I]` with the bias gradient as
+//!    last column (fungivision's layout).
+//!
+//! Since image `b`'s loss depends only on its own views, `∂Σloss/∂y_{b,·}` = `∂loss_b/∂y_{b,·}`
+//! and `G_b` = `∂loss_b/∂(W, b)` exactly. When the target is an `attn.proj`/`mlp.*` of the last
+//! block only the CLS row reaches the output, so the CLS-only path carries one token from there on.
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fungi_backbone::{TargetLayer, Vit};
+
+/// Which way the gradient is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradPath {
+    /// CLS-only when the target allows it, else general.
+    #[default]
+    Auto,
+    /// All tokens (any target layer).
+    General,
+    /// CLS token only (target in the last block, not `attn.qkv`).
+    Cls,
+}
+
+/// The per-image gradient engine over a frozen backbone.
+#[derive(Debug)]
+pub struct GradientEngine<B: AutodiffBackend> {
+    model: Vit<B>,
+    inner: Vit<B::InnerBackend>,
+    target: TargetLayer,
+    cls_only: bool,
+}
+
+/// Output of [`GradientEngine::per_image`].
+#[derive(Debug, Clone)]
+pub struct PerImage<B: Backend> {
+    /// `[N, O, I+1]`: weight gradient with the bias gradient as last column.
+    pub grads: Tensor<B, 3>,
+    /// `[N]` per-image losses.
+    pub losses: Tensor<B, 1>,
+}
+
+impl<B: AutodiffBackend> GradientEngine<B> {
+    /// Wraps a backbone (its parameters are frozen: none is tracked).
+    ///
+    /// # Errors
+    /// When `path` is [`GradPath::Cls`] but the target does not allow it.
+    pub fn new(model: Vit<B>, target: TargetLayer, path: GradPath) -> crate::Result<Self> {
+        let model = model.no_grad();
+        let allowed = model.cls_only_allowed(target);
+        let cls_only = match path {
+            GradPath::Auto => allowed,
+            GradPath::General => false,
+            GradPath::Cls if allowed => true,
+            GradPath::Cls => {
+                return Err(crate::Error::Config {
+                    key: "grad_path".into(),
+                    value: "cls".into(),
+                    expected: format!(
+                        "`general` or `auto` for {target}: the CLS-only path needs a target in the last block other than attn.qkv"
+                    ),
+                })
+            }
+        };
+        let inner = burn::module::AutodiffModule::valid(&model);
+        Ok(Self {
+            model,
+            inner,
+            target,
+            cls_only,
+        })
+    }
+
+    /// The autodiff-side backbone.
+    pub fn model(&self) -> &Vit<B> {
+        &self.model
+    }
+    /// The plain backbone (for forward-only work: embeddings, negatives).
+    pub fn inner(&self) -> &Vit<B::InnerBackend> {
+        &self.inner
+    }
+    /// The target layer.
+    pub fn target(&self) -> TargetLayer {
+        self.target
+    }
+    /// Whether the CLS-only path is used.
+    pub fn cls_only(&self) -> bool {
+        self.cls_only
+    }
+    /// `(O, I + 1)` of the target layer's gradient.
+    pub fn grad_shape(&self) -> (usize, usize) {
+        let [i, o] = self.inner.linear(self.target).weight.dims();
+        (o, i + 1)
+    }
+
+    /// Per-image gradients for `n_images` images whose views are stacked image-major.
+    ///
+    /// `image_loss(b, embeddings)` receives the CLS embeddings `[V, E]` of image `b`'s views and
+    /// returns its scalar loss `[1]`; it is called once per image, so images cannot be mixed.
+    ///
+    /// # Shapes
+    /// - `views`: `[N·V, C, H, W]` (inner backend); output grads `[N, O, I+1]`, losses `[N]`.
+    pub fn per_image(
+        &self,
+        views: Tensor<B::InnerBackend, 4>,
+        n_images: usize,
+        image_loss: &dyn Fn(usize, Tensor<B, 2>) -> Tensor<B, 1>,
+    ) -> PerImage<B::InnerBackend> {
+        let nv = views.dims()[0];
+        assert!(
+            n_images > 0 && nv % n_images == 0,
+            "views ({nv}) are not a multiple of the images ({n_images})"
+        );
+        let v = nv / n_images;
+        let tap = self.inner.tap(views, self.target, self.cls_only);
+        let y = self.inner.linear(self.target).forward(tap.input.clone());
+        let y_ad = Tensor::<B, 3>::from_inner(y).require_grad();
+        let residual = Tensor::<B, 3>::from_inner(tap.residual);
+        let emb = self.model.resume(residual, y_ad.clone(), self.target); // [N·V, E]
+        let e = emb.dims()[1];
+        let emb = emb.reshape([n_images, v, e]);
+        let losses: Vec<Tensor<B, 1>> = (0..n_images)
+            .map(|b| {
+                let views_b = emb.clone().slice([b..b + 1, 0..v, 0..e]).reshape([v, e]);
+                image_loss(b, views_b).reshape([1])
+            })
+            .collect();
+        let losses = Tensor::cat(losses, 0);
+        let grads = losses.clone().sum().backward();
+        let delta = y_ad.grad(&grads).expect("the target output is tracked"); // [N·V, T', O]
+        let [_, t, o] = delta.dims();
+        let a = tap.input; // [N·V, T', I]
+        let i = a.dims()[2];
+        let device = a.device();
+        let ones = Tensor::<B::InnerBackend, 3>::ones([nv, t, 1], &device);
+        let a1 = Tensor::cat(vec![a, ones], 2).reshape([n_images, v * t, i + 1]);
+        let delta = delta.reshape([n_images, v * t, o]);
+        PerImage {
+            grads: delta.swap_dims(1, 2).matmul(a1),
+            losses: losses.inner(),
+        }
+    }
+}
+
+/// `x / max(‖x‖₂, 1e-12)` per row (PyTorch's `F.normalize`).
+pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = x
+        .clone()
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12);
+    x / norm
+}

@@ -1,0 +1,620 @@
+//! [`FungiExtractor`]: backbone + target layer + objectives + projection → FUNGI features.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fungi_aug::transforms::EvalTransform;
+use fungi_aug::RgbImage;
+use fungi_backbone::{TargetLayer, Vit};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{l2_normalize, GradPath, GradientEngine};
+use crate::error::{Error, Result};
+use crate::objective::{Objective, SetupContext, StateTensor};
+use crate::projection::Projection;
+use crate::rng::stream;
+use crate::state::{self, Stored, STATE_FORMAT};
+
+fn default_batch() -> usize {
+    16
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Extractor settings (the part of the TOML/JSON config that is not per objective).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractorConfig {
+    /// Master seed: projection, heads, every view's randomness.
+    #[serde(default)]
+    pub seed: u64,
+    /// Target layer dot path; default `blocks.{depth-1}.attn.proj`.
+    #[serde(default)]
+    pub target_layer: Option<String>,
+    /// Images per forward/backward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Prepend the L2-normalised embedding (eval transform) block: the paper's layout
+    /// `[embedding, kl, dino, simclr]`.
+    #[serde(default = "default_true")]
+    pub include_embedding: bool,
+    /// Gradient path.
+    #[serde(default)]
+    pub grad_path: GradPath,
+    /// Projection output size; default the embedding size `E`.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+}
+
+impl Default for ExtractorConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            target_layer: None,
+            batch_size: default_batch(),
+            include_embedding: true,
+            grad_path: GradPath::Auto,
+            projection_dim: None,
+        }
+    }
+}
+
+/// One objective's outputs for a set of images.
+#[derive(Debug, Clone)]
+pub struct ObjectiveOutput {
+    /// `[N]` per-image losses.
+    pub losses: Vec<f32>,
+    /// `[N, O, I+1]` per-image gradients (times [`Objective::grad_scale`]).
+    pub grads: Vec<f32>,
+    /// `[N, E]` projected gradients `scaling · P · vec(G)`.
+    pub features_raw: Vec<f32>,
+    /// `[N, E]` L2-normalised `features_raw`: the objective's feature block.
+    pub features: Vec<f32>,
+}
+
+/// FUNGI feature extractor.
+pub struct FungiExtractor<B: AutodiffBackend> {
+    engine: GradientEngine<B>,
+    objectives: Vec<Box<dyn Objective<B>>>,
+    projection: Projection,
+    config: ExtractorConfig,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for FungiExtractor<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FungiExtractor")
+            .field("target", &self.engine.target().to_string())
+            .field(
+                "objectives",
+                &self
+                    .objectives
+                    .iter()
+                    .map(|o| o.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Builder of a [`FungiExtractor`].
+pub struct FungiExtractorBuilder<B: AutodiffBackend> {
+    backbone: Vit<B>,
+    config: ExtractorConfig,
+    objectives: Vec<Box<dyn Objective<B>>>,
+    projection: Option<Projection>,
+}
+
+impl<B: AutodiffBackend> FungiExtractorBuilder<B> {
+    /// Settings at once.
+    pub fn config(mut self, config: ExtractorConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Target layer dot path (`blocks.11.attn.proj`).
+    pub fn target_layer(mut self, path: &str) -> Self {
+        self.config.target_layer = Some(path.to_string());
+        self
+    }
+    /// Master seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+    /// Images per pass.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+    /// Whether to prepend the embedding block.
+    pub fn include_embedding(mut self, yes: bool) -> Self {
+        self.config.include_embedding = yes;
+        self
+    }
+    /// Gradient path.
+    pub fn grad_path(mut self, path: GradPath) -> Self {
+        self.config.grad_path = path;
+        self
+    }
+    /// Adds an objective (blocks follow the order of the calls).
+    pub fn objective(mut self, o: Box<dyn Objective<B>>) -> Self {
+        self.objectives.push(o);
+        self
+    }
+    /// Uses an explicit projection instead of the seeded one.
+    pub fn projection(mut self, p: Projection) -> Self {
+        self.projection = Some(p);
+        self
+    }
+    /// Builds, checking the target layer, the objectives and the projection.
+    pub fn build(self) -> Result<FungiExtractor<B>> {
+        let c = &self.config;
+        if c.batch_size == 0 {
+            return Err(Error::Config {
+                key: "batch_size".into(),
+                value: "0".into(),
+                expected: "at least 1".into(),
+            });
+        }
+        let depth = self.backbone.blocks.len();
+        let target = match &c.target_layer {
+            Some(p) => TargetLayer::parse(p, depth)?,
+            None => TargetLayer::last_attn_proj(depth),
+        };
+        let mut names = std::collections::HashSet::new();
+        for o in &self.objectives {
+            if !names.insert(o.name().to_string()) || o.name() == "embedding" {
+                return Err(Error::Config {
+                    key: "objective".into(),
+                    value: o.name().into(),
+                    expected: "unique objective names other than `embedding`".into(),
+                });
+            }
+        }
+        let device = self.backbone.cls_token.val().device();
+        let e = self.backbone.embed_dim();
+        let engine = GradientEngine::new(self.backbone, target, c.grad_path)?;
+        let (o, i1) = engine.grad_shape();
+        let projection = match self.projection {
+            Some(p) => p,
+            None => Projection::rademacher(c.projection_dim.unwrap_or(e), o * i1, c.seed),
+        };
+        if projection.in_dim() != o * i1 {
+            return Err(Error::Mismatch {
+                what: format!("projection input size for {target} ([{o}, {i1}])"),
+                expected: (o * i1).to_string(),
+                found: projection.in_dim().to_string(),
+            });
+        }
+        Ok(FungiExtractor {
+            engine,
+            objectives: self.objectives,
+            projection,
+            config: self.config,
+            device,
+        })
+    }
+}
+
+struct Ctx<'a, B: AutodiffBackend> {
+    len: usize,
+    load: &'a (dyn Fn(usize) -> Result<RgbImage> + Sync),
+    engine: &'a GradientEngine<B>,
+    device: B::Device,
+    seed: u64,
+}
+
+impl<B: AutodiffBackend> SetupContext<B> for Ctx<'_, B> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn image(&self, index: usize) -> Result<RgbImage> {
+        (self.load)(index)
+    }
+    fn embed(&self, views: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
+        self.engine.inner().forward(views)
+    }
+    fn device(&self) -> B::Device {
+        self.device.clone()
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+}
+
+impl<B: AutodiffBackend> FungiExtractor<B> {
+    /// Starts a builder over a backbone on the autodiff backend.
+    pub fn builder(backbone: Vit<B>) -> FungiExtractorBuilder<B> {
+        FungiExtractorBuilder {
+            backbone,
+            config: ExtractorConfig::default(),
+            objectives: Vec::new(),
+            projection: None,
+        }
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &ExtractorConfig {
+        &self.config
+    }
+    /// The gradient engine.
+    pub fn engine(&self) -> &GradientEngine<B> {
+        &self.engine
+    }
+    /// The projection.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+    /// The objectives, in block order.
+    pub fn objectives(&self) -> &[Box<dyn Objective<B>>] {
+        &self.objectives
+    }
+    /// Block names in output order (`embedding` first when included).
+    pub fn block_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        if self.config.include_embedding {
+            v.push("embedding".into());
+        }
+        v.extend(self.objectives.iter().map(|o| o.name().to_string()));
+        v
+    }
+    /// Width of each block, in order.
+    pub fn block_dims(&self) -> Vec<usize> {
+        let mut v = Vec::new();
+        if self.config.include_embedding {
+            v.push(self.engine.inner().embed_dim());
+        }
+        v.extend(self.objectives.iter().map(|_| self.projection.out_dim()));
+        v
+    }
+    /// Total feature width.
+    pub fn feature_dim(&self) -> usize {
+        self.block_dims().iter().sum()
+    }
+
+    /// Runs every objective's `setup` on the training set (`load(i)` decodes training image `i`).
+    pub fn setup(
+        &mut self,
+        len: usize,
+        load: &(dyn Fn(usize) -> Result<RgbImage> + Sync),
+    ) -> Result<()> {
+        let ctx = Ctx {
+            len,
+            load,
+            engine: &self.engine,
+            device: self.device.clone(),
+            seed: self.config.seed,
+        };
+        for o in self.objectives.iter_mut() {
+            o.setup(&ctx)?;
+        }
+        Ok(())
+    }
+
+    /// L2-normalised CLS embeddings `[N, E]` of the eval transform of `images`.
+    pub fn embeddings(&self, images: &[RgbImage]) -> Vec<f32> {
+        let t = EvalTransform::default();
+        let mut out = Vec::new();
+        for chunk in images.chunks(self.config.batch_size) {
+            let data: Vec<f32> = chunk.par_iter().flat_map_iter(|im| t.apply(im)).collect();
+            let x = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(data, [chunk.len(), 3, 224, 224]),
+                &self.device,
+            );
+            let e = l2_normalize(self.engine.inner().forward(x));
+            out.extend(
+                e.into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32"),
+            );
+        }
+        out
+    }
+
+    /// The views of `images` for objective `k`, each from the stream `(seed, name, index)`.
+    pub fn views(&self, k: usize, images: &[RgbImage], global_indices: &[u64]) -> Vec<f32> {
+        let o = &self.objectives[k];
+        images
+            .par_iter()
+            .zip(global_indices.par_iter())
+            .flat_map_iter(|(im, &idx)| {
+                let mut rng = stream(self.config.seed, o.name(), idx);
+                o.views(im, &mut rng)
+            })
+            .collect()
+    }
+
+    /// Objective `k` on ready-made views (`[N·V, 3, H, W]` normalised, image-major), in batches.
+    pub fn objective_from_views(
+        &self,
+        k: usize,
+        views: &[f32],
+        n_images: usize,
+    ) -> Result<ObjectiveOutput> {
+        let o = &self.objectives[k];
+        let v = o.views_per_image();
+        let (h, w) = o.view_size();
+        let per_image = v * 3 * h * w;
+        if views.len() != n_images * per_image {
+            return Err(Error::Input(format!(
+                "objective `{}`: {} view values for {n_images} images, expected {} ({v} views of 3x{h}x{w} each)",
+                o.name(),
+                views.len(),
+                n_images * per_image
+            )));
+        }
+        let mut out = ObjectiveOutput {
+            losses: vec![],
+            grads: vec![],
+            features_raw: vec![],
+            features: vec![],
+        };
+        let bs = self.config.batch_size;
+        for start in (0..n_images).step_by(bs) {
+            let n = bs.min(n_images - start);
+            let x = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(
+                    views[start * per_image..(start + n) * per_image].to_vec(),
+                    [n * v, 3, h, w],
+                ),
+                &self.device,
+            );
+            let r = self.engine.per_image(x, n, &|_, emb| o.image_loss(emb));
+            let [_, oo, ii] = r.grads.dims();
+            let g = r.grads.mul_scalar(o.grad_scale()).reshape([n, oo * ii]);
+            let raw = self.projection.project(g.clone());
+            let feat = l2_normalize(raw.clone());
+            let vec = |t: Tensor<B::InnerBackend, 2>| {
+                t.into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32")
+            };
+            out.losses.extend(
+                r.losses
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32"),
+            );
+            out.grads.extend(vec(g));
+            out.features_raw.extend(vec(raw));
+            out.features.extend(vec(feat));
+        }
+        Ok(out)
+    }
+
+    /// FUNGI features `[N, feature_dim()]` of decoded images; `global_indices` (one per image,
+    /// the image's index in the whole dataset) select the random streams, so the result for an
+    /// image never depends on the batch it is in.
+    pub fn extract(&self, images: &[RgbImage], global_indices: &[u64]) -> Result<Vec<f32>> {
+        let n = images.len();
+        if global_indices.len() != n {
+            return Err(Error::Input(format!(
+                "{n} images but {} global indices",
+                global_indices.len()
+            )));
+        }
+        let mut blocks: Vec<(usize, Vec<f32>)> = Vec::new();
+        if self.config.include_embedding {
+            blocks.push((self.engine.inner().embed_dim(), self.embeddings(images)));
+        }
+        for k in 0..self.objectives.len() {
+            let views = self.views(k, images, global_indices);
+            let r = self.objective_from_views(k, &views, n)?;
+            blocks.push((self.projection.out_dim(), r.features));
+        }
+        let total: usize = blocks.iter().map(|b| b.0).sum();
+        let mut out = vec![0f32; n * total];
+        for r in 0..n {
+            let mut c = 0;
+            for (d, b) in &blocks {
+                out[r * total + c..r * total + c + d].copy_from_slice(&b[r * d..(r + 1) * d]);
+                c += d;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves projection, objective states and configuration so a later run (e.g. on the test
+    /// split) reproduces this one's random choices exactly.
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        let mut tensors = BTreeMap::new();
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), STATE_FORMAT.to_string());
+        meta.insert("config".to_string(), self.state_config().to_string());
+        meta.insert(
+            "projection_fingerprint".into(),
+            self.projection.fingerprint(),
+        );
+        meta.insert(
+            "projection_out_dim".into(),
+            self.projection.out_dim().to_string(),
+        );
+        meta.insert(
+            "projection_in_dim".into(),
+            self.projection.in_dim().to_string(),
+        );
+        match (self.projection.seed(), self.projection.to_i8()) {
+            (Some(seed), _) => {
+                meta.insert("projection_seed".into(), seed.to_string());
+            }
+            (None, Some(v)) => {
+                tensors.insert(
+                    "projection".into(),
+                    Stored::I8 {
+                        shape: vec![self.projection.out_dim(), self.projection.in_dim()],
+                        data: v,
+                    },
+                );
+            }
+            (None, None) => {
+                return Err(Error::Input(
+                    "a dense (non ±1) projection cannot be stored in a state file".into(),
+                ))
+            }
+        }
+        tensors.insert(
+            "projection_scaling".into(),
+            Stored::F32(StateTensor {
+                shape: vec![],
+                data: vec![self.projection.scaling()],
+            }),
+        );
+        for o in &self.objectives {
+            for (k, t) in o.state() {
+                tensors.insert(format!("{}.{k}", o.name()), Stored::F32(t));
+            }
+        }
+        state::write(path, &tensors, meta)
+    }
+
+    fn state_config(&self) -> serde_json::Value {
+        let [i, o] = self
+            .engine
+            .inner()
+            .linear(self.engine.target())
+            .weight
+            .dims();
+        serde_json::json!({
+            "extractor": self.config,
+            "target_layer": self.engine.target().to_string(),
+            "target_shape": [o, i],
+            "embed_dim": self.engine.inner().embed_dim(),
+            "backbone": self.engine.inner().config,
+            "objectives": self.objectives.iter().map(|o| serde_json::json!({"name": o.name(), "config": o.config_json()})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Loads a state file written by [`FungiExtractor::save_state`]: the projection and every
+    /// objective's state. Refuses a state whose target layer, shapes or objectives do not match.
+    pub fn load_state(&mut self, path: &Path) -> Result<()> {
+        let st = state::read(path)?;
+        let cfg: serde_json::Value = st
+            .metadata
+            .get("config")
+            .and_then(|c| serde_json::from_str(c).ok())
+            .ok_or_else(|| Error::Format {
+                path: path.into(),
+                reason: "missing `config` metadata".into(),
+            })?;
+        let mine = self.state_config();
+        for key in ["target_layer", "target_shape", "embed_dim"] {
+            if cfg[key] != mine[key] {
+                return Err(Error::Mismatch {
+                    what: format!("{}: `{key}`", path.display()),
+                    expected: mine[key].to_string(),
+                    found: cfg[key].to_string(),
+                });
+            }
+        }
+        let names: Vec<String> = self
+            .objectives
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let theirs: Vec<String> = cfg["objectives"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names != theirs {
+            return Err(Error::Mismatch {
+                what: format!("{}: objectives", path.display()),
+                expected: format!("{names:?}"),
+                found: format!("{theirs:?}"),
+            });
+        }
+        let scaling = st
+            .f32
+            .get("projection_scaling")
+            .and_then(|t| t.data.first().copied());
+        let (e, g) = (self.projection.out_dim(), self.projection.in_dim());
+        let projection = if let Some((shape, data)) = st.i8.get("projection") {
+            if shape != &vec![e, g] {
+                return Err(Error::Mismatch {
+                    what: format!("{}: `projection` shape", path.display()),
+                    expected: format!("{:?}", [e, g]),
+                    found: format!("{shape:?}"),
+                });
+            }
+            Projection::from_i8(e, g, data, scaling.unwrap_or(self.projection.scaling()))?
+        } else {
+            let seed: u64 = st
+                .metadata
+                .get("projection_seed")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::Format {
+                    path: path.into(),
+                    reason: "neither a `projection` tensor nor `projection_seed` metadata".into(),
+                })?;
+            let dims = (
+                st.metadata.get("projection_out_dim"),
+                st.metadata.get("projection_in_dim"),
+            );
+            if dims != (Some(&e.to_string()), Some(&g.to_string())) {
+                return Err(Error::Mismatch {
+                    what: format!("{}: projection shape", path.display()),
+                    expected: format!("[{e}, {g}]"),
+                    found: format!("{dims:?}"),
+                });
+            }
+            let p = Projection::rademacher(e, g, seed);
+            match scaling {
+                Some(s) => p.with_scaling(s),
+                None => p,
+            }
+        };
+        if let Some(fp) = st.metadata.get("projection_fingerprint") {
+            if fp != &projection.fingerprint() {
+                return Err(Error::Mismatch {
+                    what: format!("{}: projection fingerprint", path.display()),
+                    expected: fp.clone(),
+                    found: projection.fingerprint(),
+                });
+            }
+        }
+        for o in self.objectives.iter_mut() {
+            let prefix = format!("{}.", o.name());
+            let sub: BTreeMap<String, StateTensor> = st
+                .f32
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), v.clone())))
+                .collect();
+            o.load_state(&sub)?;
+        }
+        self.projection = projection;
+        Ok(())
+    }
+}
+
+/// Checks a state tensor's presence and shape (for [`Objective::load_state`] implementations).
+pub fn take_state<'a>(
+    state: &'a BTreeMap<String, StateTensor>,
+    objective: &str,
+    key: &str,
+    shape: &[usize],
+) -> Result<&'a StateTensor> {
+    let t = state.get(key).ok_or_else(|| Error::Mismatch {
+        what: format!("state tensor `{objective}.{key}`"),
+        expected: format!("shape {shape:?}"),
+        found: "nothing".into(),
+    })?;
+    if t.shape != shape {
+        return Err(Error::Mismatch {
+            what: format!("state tensor `{objective}.{key}`"),
+            expected: format!("shape {shape:?}"),
+            found: format!("shape {:?}", t.shape),
+        });
+    }
+    Ok(t)
+}

@@ -1,0 +1,28 @@
+//! # fungi-core
+//!
+//! The engine of FUNGI ("Features from UNsupervised GradIents"): for every image and every
+//! self-supervised [`Objective`], the per-image gradient of the objective's loss w.r.t. one
+//! Linear layer of a frozen ViT ([`GradientEngine`]), projected by a fixed random ±1 matrix
+//! ([`Projection`]), L2-normalised, and concatenated ([`FungiExtractor`]).
+//!
+//! Generic over Burn's autodiff backends (`B: AutodiffBackend`); this crate enables none.
+//! See `docs/design.md` for why the engine is exact.
+#![warn(missing_docs)]
+
+pub mod engine;
+mod error;
+pub mod extractor;
+pub mod head;
+pub mod objective;
+pub mod projection;
+pub mod rng;
+pub mod state;
+
+pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
+pub use error::{Error, Result};
+pub use extractor::{
+    take_state, ExtractorConfig, FungiExtractor, FungiExtractorBuilder, ObjectiveOutput,
+};
+pub use head::Head;
+pub use objective::{Objective, SetupContext, StateTensor};
+pub use projection::Projection;

@@ -1,0 +1,76 @@
+//! The extension point: a self-supervised objective whose per-image gradient becomes a feature
+//! (fungivision's `BaseGradientExtractor`: `input_transform` + `compute_loss`).
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fungi_aug::RgbImage;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+
+/// A named tensor of an objective's state (PyTorch layout), for state files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// What an objective's `setup` may use: the training images and the backbone (forward only).
+pub trait SetupContext<B: AutodiffBackend> {
+    /// Number of training images.
+    fn len(&self) -> usize;
+    /// Whether there are no training images.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Decodes training image `index`.
+    fn image(&self, index: usize) -> Result<RgbImage>;
+    /// CLS embeddings `[N, E]` of normalised CHW views `[N, C, H, W]` (no gradient).
+    fn embed(&self, views: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2>;
+    /// Device.
+    fn device(&self) -> B::Device;
+    /// Master seed.
+    fn seed(&self) -> u64;
+}
+
+/// A self-supervised objective.
+///
+/// The engine builds each image's views with [`Objective::views`] (CPU, randomness only from the
+/// image's own stream), runs the backbone, and calls [`Objective::image_loss`] **once per
+/// image** with that image's view embeddings: an implementation cannot see, and therefore
+/// cannot mix, other images (fungivision's README warns that mixing corrupts the gradients).
+pub trait Objective<B: AutodiffBackend>: Send + Sync {
+    /// Stable id: block name in outputs, state-tensor prefix, RNG domain (`kl`, `dino`, ...).
+    fn name(&self) -> &str;
+    /// Views per image `V`.
+    fn views_per_image(&self) -> usize;
+    /// Height and width of every view.
+    fn view_size(&self) -> (usize, usize) {
+        (224, 224)
+    }
+    /// The `V` views of one image as normalised CHW `f32`, concatenated (`V·3·H·W` values).
+    fn views(&self, image: &RgbImage, rng: &mut ChaCha8Rng) -> Vec<f32>;
+    /// One-off preparation on the training set (SimCLR's negatives). Default: nothing.
+    fn setup(&mut self, _ctx: &dyn SetupContext<B>) -> Result<()> {
+        Ok(())
+    }
+    /// The loss of one image from the CLS embeddings `[V, E]` of its views; returns `[1]`.
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1>;
+    /// Factor applied to the gradient to reproduce fungivision's raw values (its autograd hack
+    /// multiplies by the number of views in the batch: 1 for KL, `V` for DINO/SimCLR). Positive
+    /// factors cancel in the final L2 normalisation.
+    fn grad_scale(&self) -> f32 {
+        1.0
+    }
+    /// Tensors that must be shared between train and test runs (heads, negatives), by name
+    /// without the objective prefix (`head.weight`).
+    fn state(&self) -> BTreeMap<String, StateTensor>;
+    /// Restores [`Objective::state`] (shapes are checked, errors name the tensor).
+    fn load_state(&mut self, state: &BTreeMap<String, StateTensor>) -> Result<()>;
+    /// The objective's configuration (recorded in state files and manifests).
+    fn config_json(&self) -> serde_json::Value;
+}
