@@ -307,3 +307,87 @@ fn projection_product_matches_dense_reference() {
     assert_rel("tiled projection vs dense f64", &got, &want, 1e-5);
     assert_eq!(p.to_i8().unwrap(), dense);
 }
+
+fn seeded_kl_extractor(seed: u64, target: &str) -> FungiExtractor<B> {
+    let kl = KlObjective::<B>::new(KlConfig::paper(), 64, seed, &device()).unwrap();
+    FungiExtractor::builder(golden_vit())
+        .seed(seed)
+        .target_layer(target)
+        .batch_size(4)
+        .objective(Box::new(kl))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn state_file_makes_a_second_run_reproduce_the_first() {
+    let imgs = golden_images(true).unwrap();
+    let idx: Vec<u64> = (0..8).collect();
+    let a = seeded_kl_extractor(11, "blocks.3.attn.proj");
+    let fa = a.extract(&imgs[..3], &idx[..3]).unwrap();
+    assert_eq!(a.block_names(), vec!["embedding", "kl"]);
+    assert_eq!(fa.len(), 3 * 128);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.safetensors");
+    a.save_state(&state).unwrap();
+    // Different seed: different head and projection, until the state is loaded.
+    let mut b = seeded_kl_extractor(99, "blocks.3.attn.proj");
+    assert_ne!(b.extract(&imgs[..3], &idx[..3]).unwrap(), fa);
+    b.load_state(&state).unwrap();
+    assert_eq!(b.extract(&imgs[..3], &idx[..3]).unwrap(), fa);
+    // An explicit (non-seeded) projection is stored as I8 and restored exactly too.
+    let c = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 8);
+    c.save_state(&state).unwrap();
+    let mut d = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 8);
+    d.load_state(&state).unwrap();
+    assert_eq!(d.projection(), c.projection());
+}
+
+#[test]
+fn state_that_does_not_fit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.safetensors");
+    seeded_kl_extractor(1, "blocks.3.attn.proj")
+        .save_state(&state)
+        .unwrap();
+    let err = seeded_kl_extractor(1, "blocks.2.attn.proj")
+        .load_state(&state)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("target_layer") && err.contains("blocks.2.attn.proj"),
+        "{err}"
+    );
+    let err = seeded_kl_extractor(1, "blocks.3.mlp.fc1")
+        .load_state(&state)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target"), "{err}");
+    // A head of another latent size.
+    let kl = KlObjective::<B>::new(
+        KlConfig {
+            latent_dim: 32,
+            ..KlConfig::paper()
+        },
+        64,
+        1,
+        &device(),
+    )
+    .unwrap();
+    let mut e = FungiExtractor::builder(golden_vit())
+        .seed(1)
+        .objective(Box::new(kl))
+        .build()
+        .unwrap();
+    let err = e.load_state(&state).unwrap_err().to_string();
+    assert!(
+        err.contains("kl.head.weight") && err.contains("[32, 64]") && err.contains("[768, 64]"),
+        "{err}"
+    );
+    // Not a state file at all.
+    let err = e
+        .load_state(&golden_dir().join("kl.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a fungi state file"), "{err}");
+}

@@ -100,9 +100,11 @@ pub fn read(path: &Path) -> Result<StateFile> {
     let metadata = meta.metadata().clone().unwrap_or_default();
     match metadata.get("format") {
         Some(f) if f == STATE_FORMAT => {}
-        other => return Err(fmt(format!(
+        other => {
+            return Err(fmt(format!(
             "not a fungi state file (metadata `format` = {other:?}, expected \"{STATE_FORMAT}\")"
-        ))),
+        )))
+        }
     }
     let mut out = StateFile {
         metadata,

@@ -1,0 +1,113 @@
+//! FUNGI extraction throughput and peak memory, random-weight ViTs at 224 px.
+//!
+//! `cargo bench -p fungi-tests --bench extract` (flex; `--no-default-features --features cuda`
+//! for CUDA). Env: `FUNGI_BENCH_ARCHS` (default `dino_vits16,dino_vitb16`), `FUNGI_BENCH_BATCHES`
+//! (default `1,8,32`), `FUNGI_BENCH_OBJECTIVES` (default `kl`), `FUNGI_BENCH_REPS` (default 2).
+//! Timed: decoded RGB images in, features out (views, forward, backward, projection, L2 norm).
+//! Peak RSS: the process high-water mark, reset before every row (`/proc/self/clear_refs`).
+
+use std::time::Instant;
+
+use fungi_aug::RgbImage;
+use fungi_backbone::VitConfig;
+use fungi_core::{FungiExtractor, Objective};
+use fungi_kl::{KlConfig, KlObjective};
+use fungi_tests::{device, TestAutodiff};
+
+type B = TestAutodiff;
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn image(i: u64) -> RgbImage {
+    // Deterministic pseudo-random 320x256 RGB image.
+    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    RgbImage::from_fn(320, 256, |_, _| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        image::Rgb([s as u8, (s >> 8) as u8, (s >> 16) as u8])
+    })
+}
+
+fn objective(name: &str, e: usize) -> Box<dyn Objective<B>> {
+    match name {
+        "kl" => Box::new(KlObjective::<B>::new(KlConfig::fungivision(), e, 0, &device()).unwrap()),
+        other => panic!("unknown objective {other}"),
+    }
+}
+
+fn main() {
+    let reps: usize = std::env::var("FUNGI_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    println!("backend: {}", std::any::type_name::<B>());
+    println!(
+        "{:<12} {:<10} {:>5} {:>11} {:>11} {:>10} {:>12}",
+        "arch", "objective", "batch", "img/s med", "img/s best", "s/batch", "peak RSS MB"
+    );
+    for arch in env_list("FUNGI_BENCH_ARCHS", "dino_vits16,dino_vitb16") {
+        let cfg = VitConfig::preset(&arch).unwrap();
+        for obj in env_list("FUNGI_BENCH_OBJECTIVES", "kl") {
+            for b in env_list("FUNGI_BENCH_BATCHES", "1,8,32") {
+                let b: usize = b.parse().unwrap();
+                reset_peak();
+                let ex = FungiExtractor::builder(cfg.init::<B>(&device()))
+                    .batch_size(b)
+                    .include_embedding(false)
+                    .objective(objective(&obj, cfg.embed_dim))
+                    .build()
+                    .unwrap();
+                let imgs: Vec<RgbImage> = (0..b as u64).map(image).collect();
+                let idx: Vec<u64> = (0..b as u64).collect();
+                let _ = ex.extract(&imgs[..1], &idx[..1]).unwrap(); // warm-up
+                let mut t: Vec<f64> = (0..reps)
+                    .map(|_| {
+                        let s = Instant::now();
+                        let f = ex.extract(&imgs, &idx).unwrap();
+                        assert_eq!(f.len(), b * cfg.embed_dim);
+                        s.elapsed().as_secs_f64()
+                    })
+                    .collect();
+                t.sort_by(|x, y| x.partial_cmp(y).unwrap());
+                let med = t[t.len() / 2];
+                println!(
+                    "{:<12} {:<10} {:>5} {:>11.3} {:>11.3} {:>10.2} {:>12.0}",
+                    arch,
+                    obj,
+                    b,
+                    b as f64 / med,
+                    b as f64 / t[0],
+                    med,
+                    peak_rss_mb()
+                );
+            }
+        }
+    }
+}
