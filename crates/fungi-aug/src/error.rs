@@ -40,6 +40,16 @@ pub enum Error {
         /// Height.
         height: u32,
     },
+    /// An invalid transform parameter.
+    #[error("invalid transform parameter `{key}` = {value}: expected {expected}")]
+    Config {
+        /// Parameter name.
+        key: String,
+        /// Value given.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
 }
 
 /// Result alias of this crate.

@@ -6,12 +6,19 @@
 //! No Burn dependency: outputs are CHW `f32` buffers ready to become a tensor batch.
 #![warn(missing_docs)]
 
+pub mod crop;
 pub mod decode;
+pub mod dino;
 mod error;
 pub mod normalize;
+pub mod patchify;
 pub mod resample;
 pub mod transforms;
 
+pub use crop::{CropBox, RandomResizedCrop};
 pub use decode::{decode_rgb, decode_rgb_bytes, DecodeOptions};
+pub use dino::DinoTransform;
 pub use error::{Error, Result};
 pub use image::RgbImage;
+pub use patchify::Patchify;
+pub use transforms::{EvalTransform, KlTransform};

@@ -164,6 +164,50 @@ pub fn resize_torch_u8(src: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     resize_impl(src, out_w, out_h, Filter::Bilinear, Fixed::TorchInt16)
 }
 
+/// One horizontal pass over `rows` rows of `src` (width `w`) starting at row `row0`.
+fn horizontal(src: &[u8], w: usize, row0: usize, rows: usize, c: &Coeffs) -> Vec<u8> {
+    let ow = c.bounds.len();
+    let mut out = vec![0u8; rows * ow * 3];
+    let init = 1i32 << (c.precision - 1);
+    for yy in 0..rows {
+        let row = &src[(yy + row0) * w * 3..(yy + row0 + 1) * w * 3];
+        let orow = &mut out[yy * ow * 3..(yy + 1) * ow * 3];
+        for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
+            let k = &c.kk[xx * c.ksize..xx * c.ksize + n];
+            let (mut s0, mut s1, mut s2) = (init, init, init);
+            for (x, &kx) in k.iter().enumerate() {
+                let p = &row[(x + xmin) * 3..(x + xmin) * 3 + 3];
+                s0 += p[0] as i32 * kx;
+                s1 += p[1] as i32 * kx;
+                s2 += p[2] as i32 * kx;
+            }
+            orow[xx * 3] = clip8(s0, c.precision);
+            orow[xx * 3 + 1] = clip8(s1, c.precision);
+            orow[xx * 3 + 2] = clip8(s2, c.precision);
+        }
+    }
+    out
+}
+
+/// One vertical pass over `src` (width `w`); `row0` is subtracted from the row bounds.
+fn vertical(src: &[u8], w: usize, row0: usize, c: &Coeffs) -> Vec<u8> {
+    let oh = c.bounds.len();
+    let mut out = vec![0u8; oh * w * 3];
+    let init = 1i32 << (c.precision - 1);
+    for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+        let k = &c.kk[yy * c.ksize..yy * c.ksize + n];
+        let orow = &mut out[yy * w * 3..(yy + 1) * w * 3];
+        for (xc, o) in orow.iter_mut().enumerate() {
+            let mut s = init;
+            for (y, &ky) in k.iter().enumerate() {
+                s += src[(y + ymin - row0) * w * 3 + xc] as i32 * ky;
+            }
+            *o = clip8(s, c.precision);
+        }
+    }
+    out
+}
+
 fn resize_impl(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter, fixed: Fixed) -> RgbImage {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
@@ -174,59 +218,29 @@ fn resize_impl(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter, fixed: Fi
     let need_h = ow != w;
     let need_v = oh != h;
     let horiz = precompute(w, 0.0, w as f64, ow, filter, fixed);
-    let mut vert = precompute(h, 0.0, h as f64, oh, filter, fixed);
-    let ybox_first = vert.bounds[0].0;
-    let (ylast_min, ylast_n) = vert.bounds[oh - 1];
-    let ybox_last = ylast_min + ylast_n;
-
-    let mut cur_w = w;
-    let mut cur: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(src.as_raw());
-    if need_h {
-        for b in &mut vert.bounds {
-            b.0 -= ybox_first;
+    let vert = precompute(h, 0.0, h as f64, oh, filter, fixed);
+    // Pillow >= 11: "if height is being scaled down more than twice the amount the width is, run
+    // the vertical pass first". PyTorch's kernel always runs the horizontal pass first.
+    let (dh, dw) = (h as i64 - oh as i64, w as i64 - ow as i64);
+    let horizontal_first = fixed == Fixed::TorchInt16 || !(dh > 0 && dh > dw * 2);
+    let raw = src.as_raw();
+    let out = match (need_h, need_v, horizontal_first) {
+        (false, false, _) => raw.clone(),
+        (true, false, _) => horizontal(raw, w, 0, h, &horiz),
+        (false, true, _) => vertical(raw, w, 0, &vert),
+        (true, true, true) => {
+            // Only the rows the vertical pass reads.
+            let first = vert.bounds[0].0;
+            let (lmin, ln) = vert.bounds[oh - 1];
+            let tmp = horizontal(raw, w, first, lmin + ln - first, &horiz);
+            vertical(&tmp, ow, first, &vert)
         }
-        let rows = ybox_last - ybox_first;
-        let mut out = vec![0u8; rows * ow * 3];
-        let (init, prec) = (1i32 << (horiz.precision - 1), horiz.precision);
-        for yy in 0..rows {
-            let row = &src.as_raw()[(yy + ybox_first) * w * 3..(yy + ybox_first + 1) * w * 3];
-            let orow = &mut out[yy * ow * 3..(yy + 1) * ow * 3];
-            for xx in 0..ow {
-                let (xmin, n) = horiz.bounds[xx];
-                let k = &horiz.kk[xx * horiz.ksize..xx * horiz.ksize + n];
-                let (mut s0, mut s1, mut s2) = (init, init, init);
-                for (x, &kx) in k.iter().enumerate() {
-                    let p = &row[(x + xmin) * 3..(x + xmin) * 3 + 3];
-                    s0 += p[0] as i32 * kx;
-                    s1 += p[1] as i32 * kx;
-                    s2 += p[2] as i32 * kx;
-                }
-                orow[xx * 3] = clip8(s0, prec);
-                orow[xx * 3 + 1] = clip8(s1, prec);
-                orow[xx * 3 + 2] = clip8(s2, prec);
-            }
+        (true, true, false) => {
+            let tmp = vertical(raw, w, 0, &vert);
+            horizontal(&tmp, w, 0, oh, &horiz)
         }
-        cur = std::borrow::Cow::Owned(out);
-        cur_w = ow;
-    }
-    if need_v {
-        let mut out = vec![0u8; oh * cur_w * 3];
-        let (init, prec) = (1i32 << (vert.precision - 1), vert.precision);
-        for yy in 0..oh {
-            let (ymin, n) = vert.bounds[yy];
-            let k = &vert.kk[yy * vert.ksize..yy * vert.ksize + n];
-            let orow = &mut out[yy * cur_w * 3..(yy + 1) * cur_w * 3];
-            for (xc, o) in orow.iter_mut().enumerate() {
-                let mut s = init;
-                for (y, &ky) in k.iter().enumerate() {
-                    s += cur[(y + ymin) * cur_w * 3 + xc] as i32 * ky;
-                }
-                *o = clip8(s, prec);
-            }
-        }
-        cur = std::borrow::Cow::Owned(out);
-    }
-    RgbImage::from_raw(ow as u32, oh as u32, cur.into_owned()).expect("sizes agree")
+    };
+    RgbImage::from_raw(ow as u32, oh as u32, out).expect("sizes agree")
 }
 
 /// `PIL.Image.crop((left, top, left + width, top + height))` for a box inside the image.
