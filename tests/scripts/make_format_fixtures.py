@@ -70,4 +70,19 @@ for name in sorted(files):
     expected[name] = {"mode": im.mode, "size": list(im.size),
                       "rgb_sha256": hashlib.sha256(a.tobytes()).hexdigest()}
 json.dump(expected, open(os.path.join(out, "expected.json"), "w"), indent=1)
+
+# Pillow 13 resize on random sizes: both pass orders, up/down scaling, both filters.
+src = Image.open("tests/fixtures/golden/images/06_large.png").convert("RGB")
+cases = []
+r2 = np.random.default_rng(5)
+for k in range(60):
+    w, h = [int(x) for x in r2.integers(8, 500, 2)]
+    ow, oh = [int(x) for x in r2.integers(5, 400, 2)]
+    left, top = int(r2.integers(0, 900 - w)), int(r2.integers(0, 600 - h))
+    filt = "bicubic" if k % 2 == 0 else "bilinear"
+    c = src.crop((left, top, left + w, top + h))
+    a = np.asarray(c.resize((ow, oh), Image.BICUBIC if filt == "bicubic" else Image.BILINEAR))
+    cases.append({"box": [left, top, w, h], "out": [ow, oh], "filter": filt,
+                  "sha256": hashlib.sha256(a.tobytes()).hexdigest()})
+json.dump(cases, open(os.path.join(out, "resize_cases.json"), "w"), indent=0)
 print(json.dumps({k: v["mode"] for k, v in expected.items()}))

@@ -236,3 +236,147 @@ fn patchify_view_counts_and_invalid_geometry() {
         assert!(e.contains(key), "{e}");
     }
 }
+
+#[test]
+fn pillow_resize_matches_on_60_random_geometries() {
+    use fungi_aug::resample::{crop, resize, Filter};
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("formats/resize_cases.json")).unwrap(),
+    )
+    .unwrap();
+    let src = fungi_aug::decode_rgb(
+        golden_dir().join("images/06_large.png"),
+        &Default::default(),
+    )
+    .unwrap();
+    let mut bad = vec![];
+    for c in cases.as_array().unwrap() {
+        let b: Vec<u32> = c["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let o: Vec<u32> = c["out"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let f = if c["filter"] == "bicubic" {
+            Filter::Bicubic
+        } else {
+            Filter::Bilinear
+        };
+        let r = resize(&crop(&src, b[0], b[1], b[2], b[3]), o[0], o[1], f);
+        if format!("{:x}", sha2::Sha256::digest(r.as_raw())) != c["sha256"].as_str().unwrap() {
+            bad.push(c.clone());
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ from Pillow 13: {bad:?}",
+        bad.len(),
+        cases.as_array().unwrap().len()
+    );
+}
+
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    // A PNG whose IHDR claims w x h, with an empty IDAT: limits must trip before any allocation.
+    fn chunk(t: &[u8], d: &[u8]) -> Vec<u8> {
+        let mut c = (d.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(t);
+        c.extend_from_slice(d);
+        let mut crc_in = t.to_vec();
+        crc_in.extend_from_slice(d);
+        c.extend_from_slice(&crc32(&crc_in).to_be_bytes());
+        c
+    }
+    fn crc32(b: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &x in b {
+            c ^= x as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(chunk(b"IHDR", &ihdr));
+    out.extend(chunk(b"IDAT", &[]));
+    out.extend(chunk(b"IEND", &[]));
+    out
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_naming_the_file() {
+    use fungi_aug::{decode_rgb_bytes, DecodeOptions, Error};
+    let o = DecodeOptions::default();
+    let p = std::path::Path::new("/data/img.png");
+    let png = std::fs::read(golden_dir().join("images/01_coffee.png")).unwrap();
+    let jpg = std::fs::read(golden_dir().join("images/00_chelsea.jpg")).unwrap();
+    // Truncated PNG and JPEG, corrupt bytes, empty file, unsupported format (GIF).
+    let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x00;"
+        .to_vec();
+    for (what, bytes) in [
+        ("truncated png", png[..png.len() / 2].to_vec()),
+        ("truncated jpeg", jpg[..jpg.len() / 3].to_vec()),
+        ("corrupt", vec![0x42; 1000]),
+        ("empty", vec![]),
+        ("gif", gif),
+    ] {
+        match decode_rgb_bytes(&bytes, p, &o) {
+            Err(e @ Error::Decode { .. }) => {
+                assert!(e.to_string().contains("/data/img.png"), "{what}: {e}")
+            }
+            Ok(img) if what == "truncated jpeg" => {
+                // libjpeg-turbo (like Pillow with LOAD_TRUNCATED_IMAGES) may return a partial image;
+                // it must still have the header's size.
+                assert_eq!((img.width(), img.height()), (451, 300));
+            }
+            other => panic!("{what}: expected a decode error, got {other:?}"),
+        }
+    }
+    // Decompression bomb: a 20000 x 20000 header.
+    let e = decode_rgb_bytes(&png_header(20_000, 20_000), p, &o).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert!(
+        e.to_string().contains("/data/img.png") && e.to_string().contains("too large"),
+        "{e}"
+    );
+    // Zero-sized header.
+    assert!(decode_rgb_bytes(&png_header(0, 10), p, &o).is_err());
+    // A missing file is an I/O error naming it.
+    let e = fungi_aug::decode_rgb("/nonexistent/x.png", &o).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("/nonexistent/x.png"));
+}
+
+#[test]
+fn one_by_one_image_goes_through_every_transform() {
+    let img = fungi_aug::RgbImage::from_pixel(1, 1, image::Rgb([10, 200, 30]));
+    assert_eq!(EvalTransform::default().apply(&img).len(), 3 * 224 * 224);
+    assert_eq!(
+        fungi_aug::KlTransform::default().apply(&img).len(),
+        3 * 224 * 224
+    );
+    assert_eq!(
+        fungi_aug::Patchify::default().apply(&img).unwrap().len(),
+        49 * 3 * 224 * 224
+    );
+    let d = fungi_aug::DinoTransform::default();
+    let boxes = d.sample_params(
+        1,
+        1,
+        &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),
+    );
+    assert!(boxes.iter().all(|b| b.width == 1 && b.height == 1));
+    assert_eq!(d.apply(&img, &boxes).len(), 12 * 3 * 224 * 224);
+}

@@ -52,7 +52,7 @@ impl RandomResizedCrop {
             let target_area = area
                 * (self.scale.0 as f32 + u * (self.scale.1 as f32 - self.scale.0 as f32)) as f64;
             let v: f32 = rng.random();
-            let aspect = ((lr0 + v * (lr1 - lr0)) as f32).exp() as f64;
+            let aspect = (lr0 + v * (lr1 - lr0)).exp() as f64;
             let w = round_half_even((target_area * aspect).sqrt()) as i64;
             let h = round_half_even((target_area / aspect).sqrt()) as i64;
             if 0 < w && w <= width as i64 && 0 < h && h <= height as i64 {
@@ -101,5 +101,86 @@ impl RandomResizedCrop {
             self.size,
             Filter::Bicubic,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn sampled_crops_fit_the_image_and_the_bounds(w in 1u32..2000, h in 1u32..2000, seed in any::<u64>(), global in any::<bool>()) {
+            let rrc = RandomResizedCrop {
+                size: 224,
+                scale: if global { (0.25, 1.0) } else { (0.05, 0.25) },
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let b = rrc.sample_params(w, h, &mut rng);
+            prop_assert!(b.width >= 1 && b.height >= 1);
+            prop_assert!(b.left + b.width <= w && b.top + b.height <= h);
+            if b != rrc.fallback(w, h) {
+                // w and h are rounded from sqrt(area * r) and sqrt(area / r): allow half a pixel.
+                let (bw, bh) = (b.width as f64, b.height as f64);
+                let area = (w as f64) * (h as f64);
+                prop_assert!((bw + 0.5) * (bh + 0.5) >= rrc.scale.0 * area * 0.999);
+                prop_assert!((bw - 0.5).max(0.0) * (bh - 0.5).max(0.0) <= rrc.scale.1 * area * 1.001);
+                prop_assert!((bw + 0.5) / (bh - 0.5).max(0.5) >= rrc.ratio.0 * 0.999);
+                prop_assert!((bw - 0.5) / (bh + 0.5) <= rrc.ratio.1 * 1.001);
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_is_central_and_clamped_to_the_ratio() {
+        let rrc = RandomResizedCrop {
+            size: 224,
+            scale: (0.08, 1.0),
+            ratio: (0.75, 4.0 / 3.0),
+        };
+        assert_eq!(
+            rrc.fallback(1000, 100),
+            CropBox {
+                top: 0,
+                left: 433,
+                height: 100,
+                width: 133
+            }
+        );
+        assert_eq!(
+            rrc.fallback(100, 1000),
+            CropBox {
+                top: 433,
+                left: 0,
+                height: 133,
+                width: 100
+            }
+        );
+        assert_eq!(
+            rrc.fallback(300, 300),
+            CropBox {
+                top: 0,
+                left: 0,
+                height: 300,
+                width: 300
+            }
+        );
+    }
+
+    #[test]
+    fn same_seed_same_params() {
+        let rrc = RandomResizedCrop {
+            size: 224,
+            scale: (0.05, 0.25),
+            ratio: (0.75, 4.0 / 3.0),
+        };
+        let a: Vec<CropBox> = (0..5)
+            .map(|_| rrc.sample_params(640, 480, &mut rand_chacha::ChaCha8Rng::seed_from_u64(9)))
+            .collect();
+        assert!(a.windows(2).all(|p| p[0] == p[1]));
     }
 }
