@@ -201,7 +201,11 @@ impl<B: AutodiffBackend> FungiExtractorBuilder<B> {
     }
 }
 
+/// Progress callback: `(what, done, total)`.
+pub type ProgressFn<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
+
 struct Ctx<'a, B: AutodiffBackend> {
+    progress: Option<ProgressFn<'a>>,
     len: usize,
     load: &'a (dyn Fn(usize) -> Result<RgbImage> + Sync),
     engine: &'a GradientEngine<B>,
@@ -224,6 +228,11 @@ impl<B: AutodiffBackend> SetupContext<B> for Ctx<'_, B> {
     }
     fn seed(&self) -> u64 {
         self.seed
+    }
+    fn progress(&self, what: &str, done: usize, total: usize) {
+        if let Some(p) = self.progress {
+            p(what, done, total)
+        }
     }
 }
 
@@ -283,7 +292,18 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
         len: usize,
         load: &(dyn Fn(usize) -> Result<RgbImage> + Sync),
     ) -> Result<()> {
+        self.setup_with_progress(len, load, None)
+    }
+
+    /// [`FungiExtractor::setup`] with a progress callback `(what, done, total)`.
+    pub fn setup_with_progress(
+        &mut self,
+        len: usize,
+        load: &(dyn Fn(usize) -> Result<RgbImage> + Sync),
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<()> {
         let ctx = Ctx {
+            progress,
             len,
             load,
             engine: &self.engine,

@@ -106,3 +106,13 @@ impl<B: Backend> Head<B> {
         (self.weight.clone(), self.bias_state.clone())
     }
 }
+
+impl<B: burn::tensor::backend::AutodiffBackend> Head<B> {
+    /// Applies the head on the inner (non-autodiff) backend, for forward-only work.
+    ///
+    /// # Shapes
+    /// - input `[N, E]`, output `[N, L]`
+    pub fn apply_inner(&self, x: Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2> {
+        x.matmul(self.weight_t.clone().inner()) + self.bias.clone().inner().unsqueeze()
+    }
+}

@@ -35,6 +35,8 @@ pub trait SetupContext<B: AutodiffBackend> {
     fn device(&self) -> B::Device;
     /// Master seed.
     fn seed(&self) -> u64;
+    /// Reports progress of a long setup step (`done` of `total`). Default: nothing.
+    fn progress(&self, _what: &str, _done: usize, _total: usize) {}
 }
 
 /// A self-supervised objective.
