@@ -19,6 +19,7 @@ pub use crop::{CropBox, RandomResizedCrop};
 pub use decode::{decode_rgb, decode_rgb_bytes, DecodeOptions};
 pub use dino::DinoTransform;
 pub use error::{Error, Result};
+pub use image;
 pub use image::RgbImage;
 pub use patchify::Patchify;
 pub use transforms::{EvalTransform, KlTransform};

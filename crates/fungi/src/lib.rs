@@ -1,0 +1,367 @@
+//! # fungi
+//!
+//! FUNGI ("Features from UNsupervised GradIents") in Rust on Burn: the crate applications depend
+//! on. It re-exports the workspace crates and turns a configuration file into a ready
+//! [`FungiExtractor`](fungi_core::FungiExtractor).
+//!
+//! ```toml
+//! seed = 0
+//! target_layer = "blocks.11.attn.proj"
+//! batch_size = 16
+//!
+//! [[objective]]
+//! type = "kl"
+//! temperature = 15.0
+//!
+//! [[objective]]
+//! type = "dino"
+//!
+//! [[objective]]
+//! type = "simclr"
+//! comparison_batch_size = 256
+//! loss = "paper"
+//! ```
+//!
+//! or just `preset = "paper"` / `preset = "fungivision"`. Unknown keys and invalid values are
+//! errors naming the key.
+#![warn(missing_docs)]
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+pub use fungi_aug as aug;
+pub use fungi_backbone as backbone;
+pub use fungi_core as core;
+pub use fungi_dino as dino;
+pub use fungi_kl as kl;
+pub use fungi_simclr as simclr;
+
+use fungi_core::{ExtractorConfig, FungiExtractor, GradPath, Objective};
+
+/// One objective of the configuration (`type = "kl" | "dino" | "simclr"` plus its fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ObjectiveConfig {
+    /// [`fungi_kl`].
+    Kl(fungi_kl::KlConfig),
+    /// [`fungi_dino`].
+    Dino(fungi_dino::DinoConfig),
+    /// [`fungi_simclr`].
+    Simclr(fungi_simclr::SimclrConfig),
+}
+
+impl ObjectiveConfig {
+    /// Builds the objective (random heads from `seed`).
+    pub fn build<B: AutodiffBackend>(
+        &self,
+        embed_dim: usize,
+        seed: u64,
+        device: &B::Device,
+    ) -> fungi_core::Result<Box<dyn Objective<B>>> {
+        Ok(match self {
+            ObjectiveConfig::Kl(c) => Box::new(fungi_kl::KlObjective::<B>::new(
+                c.clone(),
+                embed_dim,
+                seed,
+                device,
+            )?),
+            ObjectiveConfig::Dino(c) => Box::new(fungi_dino::DinoObjective::<B>::new(
+                c.clone(),
+                embed_dim,
+                seed,
+                device,
+            )?),
+            ObjectiveConfig::Simclr(c) => Box::new(fungi_simclr::SimclrObjective::<B>::new(
+                c.clone(),
+                embed_dim,
+                seed,
+                device,
+            )?),
+        })
+    }
+    fn validate(&self) -> fungi_core::Result<()> {
+        match self {
+            ObjectiveConfig::Kl(c) => c.validate(),
+            ObjectiveConfig::Dino(c) => c.validate(),
+            ObjectiveConfig::Simclr(c) => c.validate(),
+        }
+    }
+}
+
+/// Named presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// fungivision's defaults: KL (T 1, squash view), DINO, SimCLR (64 negatives, its loss).
+    Fungivision,
+    /// The paper's runs: KL (T 15, eval view), DINO, SimCLR (256 negatives, the paper's loss).
+    Paper,
+}
+
+impl Preset {
+    /// The preset's objectives, in the paper's order `[kl, dino, simclr]`.
+    pub fn objectives(self) -> Vec<ObjectiveConfig> {
+        match self {
+            Preset::Fungivision => vec![
+                ObjectiveConfig::Kl(fungi_kl::KlConfig::fungivision()),
+                ObjectiveConfig::Dino(fungi_dino::DinoConfig::fungivision()),
+                ObjectiveConfig::Simclr(fungi_simclr::SimclrConfig::fungivision()),
+            ],
+            Preset::Paper => vec![
+                ObjectiveConfig::Kl(fungi_kl::KlConfig::paper()),
+                ObjectiveConfig::Dino(fungi_dino::DinoConfig::fungivision()),
+                ObjectiveConfig::Simclr(fungi_simclr::SimclrConfig::paper()),
+            ],
+        }
+    }
+}
+
+fn d_batch() -> usize {
+    16
+}
+fn d_true() -> bool {
+    true
+}
+
+/// The whole configuration: extractor settings and objectives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FungiConfig {
+    /// A preset supplying the objectives (not together with `[[objective]]`).
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// Master seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Target layer dot path (default: the last block's `attn.proj`).
+    #[serde(default)]
+    pub target_layer: Option<String>,
+    /// Images per forward/backward pass.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Prepend the L2-normalised embedding block.
+    #[serde(default = "d_true")]
+    pub include_embedding: bool,
+    /// `auto` | `general` | `cls`.
+    #[serde(default)]
+    pub grad_path: GradPath,
+    /// Projection output size (default: the embedding size).
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+    /// Objectives in block order.
+    #[serde(default, rename = "objective")]
+    pub objectives: Vec<ObjectiveConfig>,
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax error, unknown key or wrongly typed value.
+    #[error("{source_name}: {message}")]
+    Parse {
+        /// File or `<string>`.
+        source_name: String,
+        /// Parser message (names the key).
+        message: String,
+    },
+    /// An invalid value.
+    #[error("{source_name}: {inner}")]
+    Invalid {
+        /// File or `<string>`.
+        source_name: String,
+        /// What is wrong.
+        inner: fungi_core::Error,
+    },
+}
+
+impl FungiConfig {
+    /// A preset with default extractor settings.
+    pub fn preset(p: Preset) -> Self {
+        Self {
+            preset: None,
+            seed: 0,
+            target_layer: None,
+            batch_size: d_batch(),
+            include_embedding: true,
+            grad_path: GradPath::Auto,
+            projection_dim: None,
+            objectives: p.objectives(),
+        }
+    }
+
+    /// Parses TOML (or JSON when `source_name` ends in `.json`) and validates every value.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let perr = |message: String| ConfigError::Parse {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let mut cfg: Self = if source_name.ends_with(".json") {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| perr(format!("`{}`: {}", e.path(), e.inner())))?
+        } else {
+            toml::from_str(text).map_err(|e| perr(e.to_string()))?
+        };
+        let invalid = |inner: fungi_core::Error| ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            inner,
+        };
+        if let Some(p) = cfg.preset {
+            if !cfg.objectives.is_empty() {
+                return Err(invalid(fungi_core::Error::Config {
+                    key: "preset".into(),
+                    value: format!("{p:?}").to_lowercase(),
+                    expected: "either `preset` or `[[objective]]` tables, not both".into(),
+                }));
+            }
+            cfg.objectives = p.objectives();
+        }
+        if cfg.objectives.is_empty() {
+            return Err(invalid(fungi_core::Error::Config {
+                key: "objective".into(),
+                value: "[]".into(),
+                expected: "at least one [[objective]] table (type = \"kl\" | \"dino\" | \"simclr\") or a preset".into(),
+            }));
+        }
+        if cfg.batch_size == 0 {
+            return Err(invalid(fungi_core::Error::Config {
+                key: "batch_size".into(),
+                value: "0".into(),
+                expected: "at least 1".into(),
+            }));
+        }
+        for o in &cfg.objectives {
+            o.validate().map_err(invalid)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Reads a configuration file (`.toml` or `.json`).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The extractor part.
+    pub fn extractor_config(&self) -> ExtractorConfig {
+        ExtractorConfig {
+            seed: self.seed,
+            target_layer: self.target_layer.clone(),
+            batch_size: self.batch_size,
+            include_embedding: self.include_embedding,
+            grad_path: self.grad_path,
+            projection_dim: self.projection_dim,
+        }
+    }
+
+    /// Builds the extractor over a backbone.
+    pub fn build<B: AutodiffBackend>(
+        &self,
+        backbone: fungi_backbone::Vit<B>,
+    ) -> fungi_core::Result<FungiExtractor<B>> {
+        let device = backbone.cls_token.val().device();
+        let e = backbone.embed_dim();
+        let mut b = FungiExtractor::builder(backbone).config(self.extractor_config());
+        for o in &self.objectives {
+            b = b.objective(o.build::<B>(e, self.seed, &device)?);
+        }
+        b.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_tables_parse() {
+        let c = FungiConfig::parse("preset = \"paper\"\nseed = 7\n", "a.toml").unwrap();
+        assert_eq!(c.seed, 7);
+        assert_eq!(c.objectives, Preset::Paper.objectives());
+        let c = FungiConfig::parse(
+            "target_layer = \"blocks.3.attn.proj\"\n[[objective]]\ntype = \"kl\"\ntemperature = 15\n[[objective]]\ntype = \"simclr\"\nloss = \"paper\"\ncomparison_batch_size = 8\n",
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(c.objectives.len(), 2);
+        assert!(
+            matches!(&c.objectives[0], ObjectiveConfig::Kl(k) if k.temperature == 15.0 && k.latent_dim == 768)
+        );
+        assert!(
+            matches!(&c.objectives[1], ObjectiveConfig::Simclr(s) if s.loss == fungi_simclr::SimclrLoss::Paper && s.comparison_batch_size == 8)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let cases = [
+            (
+                "[[objective]]\ntype = \"kl\"\ntemprature = 1\n",
+                "temprature",
+            ),
+            ("sed = 1\n[[objective]]\ntype = \"kl\"\n", "sed"),
+            ("[[objective]]\ntype = \"byol\"\n", "byol"),
+            (
+                "[[objective]]\ntype = \"kl\"\ntemperature = -1\n",
+                "kl.temperature",
+            ),
+            (
+                "[[objective]]\ntype = \"dino\"\nlocal_crops_scale = [0.5, 0.1]\n",
+                "dino.local_crops_scale",
+            ),
+            (
+                "[[objective]]\ntype = \"simclr\"\nstride_scale = 500\n",
+                "simclr.num_patches/stride_scale",
+            ),
+            (
+                "[[objective]]\ntype = \"simclr\"\nloss = \"other\"\n",
+                "other",
+            ),
+            ("batch_size = 0\npreset = \"paper\"\n", "batch_size"),
+            (
+                "preset = \"paper\"\n[[objective]]\ntype = \"kl\"\n",
+                "preset",
+            ),
+            ("seed = 1\n", "objective"),
+            ("preset = \"papers\"\n", "papers"),
+        ];
+        for (text, key) in cases {
+            let e = FungiConfig::parse(text, "cfg.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cfg.toml") && e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn json_configs_work_too() {
+        let c = FungiConfig::parse(
+            r#"{"seed": 3, "objective": [{"type": "dino", "local_crops_number": 4}]}"#,
+            "c.json",
+        )
+        .unwrap();
+        assert!(matches!(&c.objectives[0], ObjectiveConfig::Dino(d) if d.local_crops_number == 4));
+        let e = FungiConfig::parse(
+            r#"{"objective": [{"type": "dino", "local_crops": 4}]}"#,
+            "c.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("local_crops"), "{e}");
+    }
+}
