@@ -10,8 +10,11 @@ use std::time::Instant;
 
 use fungi_aug::RgbImage;
 use fungi_backbone::VitConfig;
+use fungi_core::StateTensor;
 use fungi_core::{FungiExtractor, Objective};
+use fungi_dino::{DinoConfig, DinoObjective};
 use fungi_kl::{KlConfig, KlObjective};
+use fungi_simclr::{SimclrConfig, SimclrObjective};
 use fungi_tests::{device, TestAutodiff};
 
 type B = TestAutodiff;
@@ -55,10 +58,45 @@ fn image(i: u64) -> RgbImage {
     })
 }
 
-fn objective(name: &str, e: usize) -> Box<dyn Objective<B>> {
+/// `kl`, `dino`, `simclr` (fungivision defaults; SimCLR's 64·49 negatives are random latents, as
+/// in ../shared/docs/torch-baseline.md, so its setup is not timed) or `all` (the three).
+fn objectives(name: &str, e: usize) -> Vec<Box<dyn Objective<B>>> {
+    let d = device();
+    let simclr = || {
+        let mut s = 7u64;
+        let neg: Vec<f32> = (0..64 * 49 * 96)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        Box::new(
+            SimclrObjective::<B>::new(SimclrConfig::fungivision(), e, 0, &d)
+                .unwrap()
+                .with_negatives(StateTensor {
+                    shape: vec![64 * 49, 96],
+                    data: neg,
+                })
+                .unwrap(),
+        ) as Box<dyn Objective<B>>
+    };
     match name {
-        "kl" => Box::new(KlObjective::<B>::new(KlConfig::fungivision(), e, 0, &device()).unwrap()),
-        other => panic!("unknown objective {other}"),
+        "kl" => vec![Box::new(
+            KlObjective::<B>::new(KlConfig::fungivision(), e, 0, &d).unwrap(),
+        )],
+        "dino" => vec![Box::new(
+            DinoObjective::<B>::new(DinoConfig::fungivision(), e, 0, &d).unwrap(),
+        )],
+        "simclr" => vec![simclr()],
+        "all" => {
+            let mut v = objectives("kl", e);
+            v.extend(objectives("dino", e));
+            v.push(simclr());
+            v
+        }
+        other => panic!("unknown objective {other} (kl, dino, simclr, all)"),
     }
 }
 
@@ -78,12 +116,14 @@ fn main() {
             for b in env_list("FUNGI_BENCH_BATCHES", "1,8,32") {
                 let b: usize = b.parse().unwrap();
                 reset_peak();
-                let ex = FungiExtractor::builder(cfg.init::<B>(&device()))
+                let mut builder = FungiExtractor::builder(cfg.init::<B>(&device()))
                     .batch_size(b)
-                    .include_embedding(false)
-                    .objective(objective(&obj, cfg.embed_dim))
-                    .build()
-                    .unwrap();
+                    .include_embedding(false);
+                for o in objectives(&obj, cfg.embed_dim) {
+                    builder = builder.objective(o);
+                }
+                let ex = builder.build().unwrap();
+                let n_obj = ex.objectives().len();
                 let imgs: Vec<RgbImage> = (0..b as u64).map(image).collect();
                 let idx: Vec<u64> = (0..b as u64).collect();
                 let _ = ex.extract(&imgs[..1], &idx[..1]).unwrap(); // warm-up
@@ -91,7 +131,7 @@ fn main() {
                     .map(|_| {
                         let s = Instant::now();
                         let f = ex.extract(&imgs, &idx).unwrap();
-                        assert_eq!(f.len(), b * cfg.embed_dim);
+                        assert_eq!(f.len(), b * cfg.embed_dim * n_obj);
                         s.elapsed().as_secs_f64()
                     })
                     .collect();

@@ -9,7 +9,8 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "pnm", "pgm", "ppm", "pbm",
 ];
 
-fn is_image(p: &Path) -> bool {
+/// Whether the extension is one of [`IMAGE_EXTENSIONS`].
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))

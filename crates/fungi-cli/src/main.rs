@@ -1,8 +1,13 @@
 //! `fungi`: the FUNGI command line.
 #![warn(missing_docs)]
 
+mod dataset;
 mod embed;
+mod extract;
 mod images;
+mod inspect;
+mod knn;
+mod merge;
 mod npy;
 
 use anyhow::{bail, Result};
@@ -36,6 +41,14 @@ struct Cli {
 enum Command {
     /// Backbone CLS embeddings of images, written as an [N, E] float32 .npy.
     Embed(embed::EmbedArgs),
+    /// FUNGI features of a dataset (chunked, resumable, shardable).
+    Extract(extract::ExtractArgs),
+    /// Merge the outputs of `extract --shard i/n` runs.
+    Merge(merge::MergeArgs),
+    /// kNN evaluation (the paper's protocol) over every block combination.
+    Knn(knn::KnnArgs),
+    /// Shapes, dtypes and metadata of a features / weights / state file.
+    Inspect(inspect::InspectArgs),
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -51,9 +64,14 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Runs the command on backend `B` (autodiff over it for `extract`).
 fn run<B: burn::tensor::backend::Backend>(cli: &Cli, device: B::Device) -> Result<()> {
     match &cli.cmd {
         Command::Embed(a) => embed::run::<B>(a, &device),
+        Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device),
+        Command::Merge(a) => merge::run(a),
+        Command::Knn(a) => knn::run::<B>(a, &device),
+        Command::Inspect(a) => inspect::run(a),
     }
 }
 
@@ -95,10 +113,10 @@ fn main() -> Result<()> {
     let _ = index;
     match kind.as_str() {
         #[cfg(feature = "cuda")]
-        "cuda" => run::<burn::backend::Cuda>(
-            &cli,
-            burn::backend::cuda::CudaDevice::new(index.unwrap_or(0)),
-        ),
+        "cuda" => {
+            let d = burn::backend::cuda::CudaDevice::new(index.unwrap_or(0));
+            run::<burn::backend::Cuda>(&cli, d)
+        }
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<burn::backend::Wgpu>(&cli, Default::default()),
         #[cfg(feature = "flex")]

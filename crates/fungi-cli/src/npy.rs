@@ -1,11 +1,9 @@
-//! Minimal NumPy `.npy` (format 1.0) writing and reading for `f32` matrices.
+//! Minimal NumPy `.npy` (format 1.0) reading and writing: `float32` and `int64`, C order.
 
 use std::io::Write;
 use std::path::Path;
 
-#[cfg(test)]
-use anyhow::bail;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 fn header(shape: &[usize], descr: &str) -> Vec<u8> {
     let dims = match shape {
@@ -30,28 +28,44 @@ fn header(shape: &[usize], descr: &str) -> Vec<u8> {
     out
 }
 
-/// Writes a row-major `f32` array atomically (temp file + rename).
-pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    assert_eq!(shape.iter().product::<usize>(), data.len());
+fn write_raw(path: &Path, shape: &[usize], descr: &str, body: &[u8]) -> Result<()> {
     let tmp = path.with_extension("npy.tmp");
     {
-        let f =
+        let mut f =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::new(f);
-        w.write_all(&header(shape, "<f4"))?;
-        for v in data {
-            w.write_all(&v.to_le_bytes())?;
-        }
-        w.flush()?;
-        w.get_ref().sync_all()?;
+        f.write_all(&header(shape, descr))?;
+        f.write_all(body)?;
+        f.sync_all()?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
-/// Reads a little-endian `f32` `.npy` file (C order).
-#[cfg(test)]
-pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+/// Writes a row-major `f32` array atomically (temp file + rename).
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    assert_eq!(shape.iter().product::<usize>(), data.len());
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw(path, shape, "<f4", &body)
+}
+
+/// Writes an `i64` array atomically.
+pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
+    assert_eq!(shape.iter().product::<usize>(), data.len());
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw(path, shape, "<i8", &body)
+}
+
+/// A `.npy` array read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    /// `float32`.
+    F32(Vec<usize>, Vec<f32>),
+    /// `int64`.
+    I64(Vec<usize>, Vec<i64>),
+}
+
+/// Reads a little-endian `float32` or `int64` `.npy` file (C order).
+pub fn read(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).with_context(|| format!("opening {}", path.display()))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         bail!("{}: not a .npy file", path.display());
@@ -64,12 +78,9 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         ),
         v => bail!("{}: unsupported .npy version {v}", path.display()),
     };
-    let h = std::str::from_utf8(&bytes[start..start + hlen])?;
-    if !h.contains("'<f4'") || h.contains("'fortran_order': True") {
-        bail!(
-            "{}: expected a C-order little-endian float32 array, header {h}",
-            path.display()
-        );
+    let h = std::str::from_utf8(bytes.get(start..start + hlen).context("truncated header")?)?;
+    if h.contains("'fortran_order': True") {
+        bail!("{}: Fortran-order arrays are not supported", path.display());
     }
     let shape_txt = h
         .split("'shape':")
@@ -82,14 +93,34 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse())
         .collect::<std::result::Result<_, _>>()?;
-    let data: Vec<f32> = bytes[start + hlen..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if data.len() != shape.iter().product::<usize>() {
-        bail!("{}: truncated .npy data", path.display());
+    let n: usize = shape.iter().product();
+    let body = &bytes[start + hlen..];
+    if h.contains("'<f4'") {
+        if body.len() != 4 * n {
+            bail!("{}: truncated .npy data", path.display());
+        }
+        Ok(Array::F32(
+            shape,
+            body.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ))
+    } else if h.contains("'<i8'") {
+        if body.len() != 8 * n {
+            bail!("{}: truncated .npy data", path.display());
+        }
+        Ok(Array::I64(
+            shape,
+            body.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ))
+    } else {
+        bail!(
+            "{}: expected float32 ('<f4') or int64 ('<i8'), header {h}",
+            path.display()
+        )
     }
-    Ok((shape, data))
 }
 
 #[cfg(test)]
@@ -104,7 +135,9 @@ mod tests {
         write_f32(&p, &[3, 4], &data).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!((bytes.len() - 48) % 64, 0);
-        assert_eq!(read_f32(&p).unwrap(), (vec![3, 4], data));
+        assert_eq!(read(&p).unwrap(), Array::F32(vec![3, 4], data));
         assert!(!p.with_extension("npy.tmp").exists());
+        write_i64(&p, &[3], &[1, -2, 3]).unwrap();
+        assert_eq!(read(&p).unwrap(), Array::I64(vec![3], vec![1, -2, 3]));
     }
 }
