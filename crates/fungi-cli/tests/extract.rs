@@ -208,7 +208,7 @@ fn golden_kl_and_simclr_features_from_images_with_a_golden_state() {
         let v = st.tensor(n).unwrap();
         (v.dtype(), v.shape().to_vec(), v.data().to_vec())
     };
-    let mut tensors = vec![
+    let mut tensors = [
         ("projection".to_string(), t(&w, "projection_i8")),
         (
             "projection_scaling".to_string(),
