@@ -15,17 +15,9 @@ use fungi_core::{FungiExtractor, Objective};
 use fungi_dino::{DinoConfig, DinoObjective};
 use fungi_kl::{KlConfig, KlObjective};
 use fungi_simclr::{SimclrConfig, SimclrObjective};
-use fungi_tests::{device, TestAutodiff};
+use fungi_tests::{device, env_list, TestAutodiff};
 
 type B = TestAutodiff;
-
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .map(str::to_string)
-        .collect()
-}
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

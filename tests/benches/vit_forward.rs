@@ -8,15 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use fungi_backbone::VitConfig;
-use fungi_tests::{device, TestBackend};
-
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .map(str::to_string)
-        .collect()
-}
+use fungi_tests::{device, env_list, TestBackend};
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.

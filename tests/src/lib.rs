@@ -194,3 +194,41 @@ pub fn golden_images(pil_jpeg: bool) -> Result<Vec<fungi_aug::RgbImage>> {
     }
     Ok(out)
 }
+
+/// The golden tiny DINO ViT (`model.json` + `model.safetensors`) on the autodiff test backend.
+pub fn golden_vit() -> fungi_backbone::Vit<TestAutodiff> {
+    let cfg = fungi_backbone::VitConfig::from_json_file(golden_dir().join("model.json"))
+        .expect("model.json");
+    fungi_backbone::Vit::from_file(&cfg, golden_dir().join("model.safetensors"), &device())
+        .expect("golden model")
+}
+
+/// fungivision's projection of the golden set (`wrapper.safetensors`).
+pub fn golden_projection() -> fungi_core::Projection {
+    let w = Golden::open("wrapper.safetensors").expect("wrapper.safetensors");
+    let (s, p) = w.i8("projection_i8").expect("projection_i8");
+    let (_, sc) = w.f32("projection_scaling").expect("projection_scaling");
+    fungi_core::Projection::from_i8(s[0], s[1], &p, sc[0]).expect("projection")
+}
+
+/// A head stored in a golden file as `<prefix>.weight` / `<prefix>.bias`.
+pub fn golden_head(file: &str, prefix: &str) -> fungi_core::Head<TestAutodiff> {
+    let g = Golden::open(file).expect("golden file");
+    let (ws, w) = g.f32(&format!("{prefix}.weight")).expect("weight");
+    let (bs, b) = g.f32(&format!("{prefix}.bias")).expect("bias");
+    fungi_core::Head::from_pytorch(
+        fungi_core::StateTensor { shape: ws, data: w },
+        fungi_core::StateTensor { shape: bs, data: b },
+        &device(),
+    )
+    .expect("head")
+}
+
+/// A comma-separated list from an environment variable (benches).
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}

@@ -3,36 +3,12 @@
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use fungi_aug::normalize::{chw_u8_to_normalized, ScaleFormula};
-use fungi_backbone::{TargetLayer, Vit, VitConfig};
-use fungi_core::{FungiExtractor, GradPath, Head, Projection, StateTensor};
+use fungi_backbone::TargetLayer;
+use fungi_core::{FungiExtractor, GradPath, Projection};
 use fungi_kl::{KlConfig, KlObjective};
 use fungi_tests::*;
 
 type B = TestAutodiff;
-
-fn golden_vit() -> Vit<B> {
-    let cfg = VitConfig::from_json_file(golden_dir().join("model.json")).unwrap();
-    Vit::from_file(&cfg, golden_dir().join("model.safetensors"), &device()).unwrap()
-}
-
-fn golden_projection() -> Projection {
-    let w = Golden::open("wrapper.safetensors").unwrap();
-    let (s, p) = w.i8("projection_i8").unwrap();
-    let (_, sc) = w.f32("projection_scaling").unwrap();
-    Projection::from_i8(s[0], s[1], &p, sc[0]).unwrap()
-}
-
-fn golden_head(file: &str, prefix: &str) -> Head<B> {
-    let g = Golden::open(file).unwrap();
-    let (ws, w) = g.f32(&format!("{prefix}.weight")).unwrap();
-    let (bs, b) = g.f32(&format!("{prefix}.bias")).unwrap();
-    Head::from_pytorch(
-        StateTensor { shape: ws, data: w },
-        StateTensor { shape: bs, data: b },
-        &device(),
-    )
-    .unwrap()
-}
 
 fn kl_extractor(target: &str, path: GradPath, batch: usize) -> FungiExtractor<B> {
     let kl = KlObjective::<B>::new(KlConfig::fungivision(), 64, 0, &device())
@@ -390,4 +366,19 @@ fn state_that_does_not_fit_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a fungi state file"), "{err}");
+}
+
+#[test]
+fn paper_projection_files_load() {
+    // The paper's `torch.save({"scaling", "projection"})` and the same matrix as I8 safetensors.
+    let a = Projection::load(&fixtures().join("paper_projection.pth")).unwrap();
+    let b = Projection::load(&fixtures().join("paper_projection.safetensors")).unwrap();
+    assert_eq!((a.out_dim(), a.in_dim()), (8, 65));
+    assert_eq!(a, b);
+    assert!((a.scaling() - 1.0 / 8f32.sqrt()).abs() < 1e-7);
+    assert!(a.memory_bytes() <= 8 * 2 * 8, "±1 matrices are bit-packed");
+    let e = Projection::load(&fixtures().join("dinov2_tiny_f16.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("projection"), "{e}");
 }

@@ -2,8 +2,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use fungi_aug::{CropBox, DinoTransform};
-use fungi_backbone::{Vit, VitConfig};
-use fungi_core::{FungiExtractor, Head, Objective, Projection, StateTensor};
+use fungi_core::{FungiExtractor, Head, Objective, StateTensor};
 use fungi_dino::{DinoConfig, DinoObjective};
 use fungi_kl::{KlConfig, KlObjective};
 use fungi_simclr::{SimclrConfig, SimclrLoss, SimclrObjective};
@@ -11,36 +10,12 @@ use fungi_tests::*;
 
 type B = TestAutodiff;
 
-fn golden_vit() -> Vit<B> {
-    let cfg = VitConfig::from_json_file(golden_dir().join("model.json")).unwrap();
-    Vit::from_file(&cfg, golden_dir().join("model.safetensors"), &device()).unwrap()
-}
-
-fn golden_projection() -> Projection {
-    let w = Golden::open("wrapper.safetensors").unwrap();
-    let (s, p) = w.i8("projection_i8").unwrap();
-    let (_, sc) = w.f32("projection_scaling").unwrap();
-    Projection::from_i8(s[0], s[1], &p, sc[0]).unwrap()
-}
-
-fn head(file: &str, prefix: &str) -> Head<B> {
-    let g = Golden::open(file).unwrap();
-    let (ws, w) = g.f32(&format!("{prefix}.weight")).unwrap();
-    let (bs, b) = g.f32(&format!("{prefix}.bias")).unwrap();
-    Head::from_pytorch(
-        StateTensor { shape: ws, data: w },
-        StateTensor { shape: bs, data: b },
-        &device(),
-    )
-    .unwrap()
-}
-
 fn dino() -> DinoObjective<B> {
     DinoObjective::new(DinoConfig::fungivision(), 64, 0, &device())
         .unwrap()
         .with_heads(
-            head("dino.safetensors", "head"),
-            head("dino.safetensors", "teacher_head"),
+            golden_head("dino.safetensors", "head"),
+            golden_head("dino.safetensors", "teacher_head"),
         )
         .unwrap()
 }
@@ -58,7 +33,7 @@ fn simclr(loss: SimclrLoss) -> SimclrObjective<B> {
         &device(),
     )
     .unwrap()
-    .with_head(head("simclr.safetensors", "head"))
+    .with_head(golden_head("simclr.safetensors", "head"))
     .unwrap()
     .with_negatives(StateTensor { shape: s, data: n })
     .unwrap()
@@ -67,7 +42,7 @@ fn simclr(loss: SimclrLoss) -> SimclrObjective<B> {
 fn kl() -> KlObjective<B> {
     KlObjective::new(KlConfig::fungivision(), 64, 0, &device())
         .unwrap()
-        .with_head(head("kl.safetensors", "head"))
+        .with_head(golden_head("kl.safetensors", "head"))
         .unwrap()
 }
 

@@ -22,6 +22,14 @@ pub enum OnError {
     Skip,
 }
 
+/// Float precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fungi",
@@ -33,6 +41,10 @@ struct Cli {
     /// (cargo features) are available; auto picks cuda > wgpu > flex > ndarray.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
+    /// Float precision of the backend: f32, or f16 / bf16 (CUDA only; the CPU backends compute in
+    /// f32). fungivision's `use_fp16` corresponds to bf16.
+    #[arg(long, global = true, value_enum, default_value = "f32")]
+    precision: Precision,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -111,11 +123,19 @@ fn main() -> Result<()> {
         kind
     };
     let _ = index;
+    if cli.precision != Precision::F32 && kind != "cuda" {
+        bail!("--precision {:?} is only available on CUDA (`--device cuda`); the {kind} backend computes in f32", cli.precision);
+    }
     match kind.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => {
+            use burn::tensor::{bf16, f16};
             let d = burn::backend::cuda::CudaDevice::new(index.unwrap_or(0));
-            run::<burn::backend::Cuda>(&cli, d)
+            match cli.precision {
+                Precision::F32 => run::<burn::backend::Cuda>(&cli, d),
+                Precision::F16 => run::<burn::backend::Cuda<f16>>(&cli, d),
+                Precision::Bf16 => run::<burn::backend::Cuda<bf16>>(&cli, d),
+            }
         }
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<burn::backend::Wgpu>(&cli, Default::default()),
