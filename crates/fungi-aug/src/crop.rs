@@ -95,11 +95,16 @@ impl RandomResizedCrop {
 
     /// Crop then PIL-bicubic resize to `size x size`.
     pub fn apply(&self, img: &RgbImage, b: CropBox) -> RgbImage {
+        self.apply_with(img, b, Filter::Bicubic)
+    }
+
+    /// Crop then PIL resize to `size x size` with `filter` (torchvision's default is bilinear).
+    pub fn apply_with(&self, img: &RgbImage, b: CropBox, filter: Filter) -> RgbImage {
         resize(
             &crop(img, b.left, b.top, b.width, b.height),
             self.size,
             self.size,
-            Filter::Bicubic,
+            filter,
         )
     }
 }

@@ -25,14 +25,25 @@ pub fn scale_u8(v: u8, formula: ScaleFormula) -> f32 {
     }
 }
 
-/// `(scale(v) - mean[c]) / std[c]` into a CHW buffer.
+/// `(scale(v) - mean[c]) / std[c]` into a CHW buffer (ImageNet statistics).
 pub fn to_chw_normalized(img: &RgbImage, formula: ScaleFormula) -> Vec<f32> {
+    to_chw_normalized_with(img, formula, IMAGENET_MEAN, IMAGENET_STD)
+}
+
+/// `(scale(v) - mean[c]) / std[c]` into a CHW buffer with given statistics (e.g. SwAV's
+/// `std = [0.228, 0.224, 0.225]` in the paper's DeepCluster transform).
+pub fn to_chw_normalized_with(
+    img: &RgbImage,
+    formula: ScaleFormula,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0f32; 3 * w * h];
     let raw = img.as_raw();
     for c in 0..3 {
         let lut: Vec<f32> = (0..=255u8)
-            .map(|v| (scale_u8(v, formula) - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+            .map(|v| (scale_u8(v, formula) - mean[c]) / std[c])
             .collect();
         let plane = &mut out[c * w * h..(c + 1) * w * h];
         for (i, o) in plane.iter_mut().enumerate() {

@@ -34,13 +34,14 @@ use serde::{Deserialize, Serialize};
 pub use fungi_aug as aug;
 pub use fungi_backbone as backbone;
 pub use fungi_core as core;
+pub use fungi_deepcluster as deepcluster;
 pub use fungi_dino as dino;
 pub use fungi_kl as kl;
 pub use fungi_simclr as simclr;
 
 use fungi_core::{ExtractorConfig, FungiExtractor, GradPath, Objective};
 
-/// One objective of the configuration (`type = "kl" | "dino" | "simclr"` plus its fields).
+/// One objective of the configuration (`type = "kl" | "dino" | "simclr" | "deepcluster"` plus its fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ObjectiveConfig {
@@ -50,6 +51,8 @@ pub enum ObjectiveConfig {
     Dino(fungi_dino::DinoConfig),
     /// [`fungi_simclr`].
     Simclr(fungi_simclr::SimclrConfig),
+    /// [`fungi_deepcluster`] (the paper's ablation; needs `setup` on the training set).
+    Deepcluster(fungi_deepcluster::DeepClusterConfig),
 }
 
 impl ObjectiveConfig {
@@ -79,6 +82,11 @@ impl ObjectiveConfig {
                 seed,
                 device,
             )?),
+            ObjectiveConfig::Deepcluster(c) => Box::new(fungi_deepcluster::DeepClusterObjective::<
+                B,
+            >::new(
+                c.clone(), embed_dim, seed, device
+            )?),
         })
     }
     fn validate(&self) -> fungi_core::Result<()> {
@@ -86,6 +94,7 @@ impl ObjectiveConfig {
             ObjectiveConfig::Kl(c) => c.validate(),
             ObjectiveConfig::Dino(c) => c.validate(),
             ObjectiveConfig::Simclr(c) => c.validate(),
+            ObjectiveConfig::Deepcluster(c) => c.validate(),
         }
     }
 }
@@ -346,6 +355,25 @@ mod tests {
                 .to_string();
             assert!(e.contains("cfg.toml") && e.contains(key), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn deepcluster_tables_parse() {
+        let c = FungiConfig::parse(
+            "[[objective]]\ntype = \"deepcluster\"\nnmb_prototypes = [100, 100, 100]\n",
+            "d.toml",
+        )
+        .unwrap();
+        assert!(
+            matches!(&c.objectives[0], ObjectiveConfig::Deepcluster(d) if d.nmb_prototypes == vec![100, 100, 100] && d.latent_dim == 128)
+        );
+        let e = FungiConfig::parse(
+            "[[objective]]\ntype = \"deepcluster\"\nnmb_prototypes = [0]\n",
+            "d.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("deepcluster.nmb_prototypes"), "{e}");
     }
 
     #[test]
