@@ -34,6 +34,10 @@ pub enum Format {
     Npy,
     /// `features.safetensors`: one tensor per block, plus `indices`, `labels`.
     Safetensors,
+    /// The paper repo's HDF5 layout (feature `hdf5`): `embeddings.h5` with `targets` (uint32) and
+    /// `embeddings`, and one `<objective>.h5` per gradient block with dataset `attn_proj` (and
+    /// `targets`), as `train_knn_concat_grads.py` reads them.
+    Hdf5,
 }
 
 /// Built-in configurations.
@@ -291,6 +295,69 @@ fn read_chunk(path: &Path) -> Result<Chunk> {
     })
 }
 
+#[cfg(feature = "hdf5")]
+fn write_hdf5(
+    out: &Path,
+    blocks: &[BlockInfo],
+    n: usize,
+    dim: usize,
+    features: &[f32],
+    labels: &[i64],
+    indices: &[i64],
+) -> Result<Vec<String>> {
+    // The paper's files carry `targets` (uint32); without labels, the dataset index (as its
+    // retrieval files do).
+    let targets: Vec<u32> = if labels.is_empty() {
+        indices.iter().map(|&i| i as u32).collect()
+    } else {
+        labels.iter().map(|&l| l as u32).collect()
+    };
+    let mut files = Vec::new();
+    for b in blocks {
+        let (file, key) = if b.name == "embedding" {
+            ("embeddings.h5".to_string(), "embeddings")
+        } else {
+            (format!("{}.h5", b.name), "attn_proj")
+        };
+        let tmp = out.join(format!("{file}.tmp"));
+        {
+            let f = hdf5_metno::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let block: Vec<f32> = (0..n)
+                .flat_map(|r| {
+                    features[r * dim + b.offset..r * dim + b.offset + b.dim]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let arr = ndarray::Array2::from_shape_vec((n, b.dim), block)?;
+            f.new_dataset_builder().with_data(&arr).create(key)?;
+            f.new_dataset_builder()
+                .with_data(&targets)
+                .create("targets")?;
+            f.new_dataset_builder()
+                .with_data(indices)
+                .create("indices")?;
+        }
+        std::fs::rename(&tmp, out.join(&file))?;
+        files.push(file);
+    }
+    Ok(files)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn write_hdf5(
+    _: &Path,
+    _: &[BlockInfo],
+    _: usize,
+    _: usize,
+    _: &[f32],
+    _: &[i64],
+    _: &[i64],
+) -> Result<Vec<String>> {
+    bail!("--format hdf5 needs a build with `--features hdf5` (and Debian's libhdf5-dev)")
+}
+
 /// Writes the final outputs of chunks `[a, b)` and the manifest.
 pub(crate) fn finish(
     out: &Path,
@@ -374,6 +441,11 @@ pub(crate) fn finish(
             safetensors::serialize_to_file(views, None, &tmp)?;
             std::fs::rename(&tmp, out.join("features.safetensors"))?;
             files.push("features.safetensors".into());
+        }
+        Format::Hdf5 => {
+            files.extend(write_hdf5(
+                out, blocks, n, dim, &features, &labels, &indices,
+            )?);
         }
     }
     let manifest = Manifest {

@@ -299,3 +299,47 @@ fn golden_kl_and_simclr_features_from_images_with_a_golden_state() {
         }
     }
 }
+
+#[cfg(feature = "hdf5")]
+#[test]
+fn hdf5_output_has_the_paper_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = image_folder(dir.path());
+    let cfg = dir.path().join("fungi.toml");
+    std::fs::write(&cfg, KL_ONLY).unwrap();
+    let (npy_out, h5_out) = (dir.path().join("npy"), dir.path().join("h5"));
+    ok(&extract(&data, &npy_out, &cfg, &[]));
+    ok(&extract(
+        &data,
+        &h5_out,
+        &cfg,
+        &[
+            "--format",
+            "hdf5",
+            "--state",
+            npy_out.join("state.safetensors").to_str().unwrap(),
+        ],
+    ));
+    let bytes = std::fs::read(npy_out.join("features.npy")).unwrap();
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let f: Vec<f32> = bytes[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let e = hdf5_metno::File::open(h5_out.join("embeddings.h5")).unwrap();
+    let emb: ndarray::Array2<f32> = e.dataset("embeddings").unwrap().read_2d().unwrap();
+    let targets: Vec<u32> = e.dataset("targets").unwrap().read_raw().unwrap();
+    assert_eq!(targets, (0..8u32).collect::<Vec<_>>());
+    let kl: ndarray::Array2<f32> = hdf5_metno::File::open(h5_out.join("kl.h5"))
+        .unwrap()
+        .dataset("attn_proj")
+        .unwrap()
+        .read_2d()
+        .unwrap();
+    assert_eq!(emb.shape(), &[8, 64]);
+    for r in 0..8 {
+        assert_eq!(emb.row(r).to_vec(), f[r * 192..r * 192 + 64].to_vec());
+        assert_eq!(kl.row(r).to_vec(), f[r * 192 + 64..r * 192 + 128].to_vec());
+    }
+    assert!(h5_out.join("simclr.h5").exists());
+}
