@@ -2,11 +2,10 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
 use crate::attention::Attention;
 use crate::layer_norm::LayerNorm;
-use crate::mlp::Mlp;
+use crate::mlp::{gelu_exact, Mlp};
 use crate::target::Site;
 
 /// DINOv2's LayerScale: a per-channel scale `gamma`.
@@ -114,7 +113,7 @@ impl<B: Backend> Block<B> {
                 input: h2,
             };
         }
-        let g = gelu(self.mlp.fc1.forward(h2));
+        let g = gelu_exact(self.mlp.fc1.forward(h2));
         BlockTap {
             residual: x2,
             input: g,
@@ -141,7 +140,7 @@ impl<B: Backend> Block<B> {
                 self.after_proj(x, self.attn.proj.forward(a))
             }
             Site::Proj => self.after_proj(residual, y),
-            Site::Fc1 => residual + scale(&self.ls2, self.mlp.fc2.forward(gelu(y))),
+            Site::Fc1 => residual + scale(&self.ls2, self.mlp.fc2.forward(gelu_exact(y))),
             Site::Fc2 => residual + scale(&self.ls2, y),
         }
     }
