@@ -407,3 +407,74 @@ fn presets_have_dino_shapes() {
         VitConfig::preset(p).unwrap().validate(None).unwrap();
     }
 }
+
+#[test]
+fn parameter_count_matches_the_golden_model() {
+    assert_eq!(golden_config().num_parameters(), Some(261_952));
+    let shapes: u64 = VitConfig::dinov2_vits14()
+        .state_dict_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum();
+    assert_eq!(VitConfig::dinov2_vits14().num_parameters(), Some(shapes));
+}
+
+#[test]
+fn architecture_configs_reject_unknown_keys_and_wrong_derived_values() {
+    let base = std::fs::read_to_string(golden_dir().join("model.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+    v["layer_norm_epsilon"] = 1e-5.into();
+    let e = VitConfig::from_json_str(&v.to_string(), Some("m.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("m.json")
+            && e.contains("unknown key `layer_norm_epsilon`")
+            && e.contains("did you mean `layer_norm_eps`"),
+        "{e}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+    v["mlp_hidden_dim"] = 128.into();
+    let e = VitConfig::from_json_str(&v.to_string(), Some("m.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`mlp_hidden_dim` = 128") && e.contains("256"),
+        "{e}"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+    v["num_classes"] = 1000.into();
+    let e = VitConfig::from_json_str(&v.to_string(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`num_classes` = 1000"), "{e}");
+    // Sizes that cannot fit are refused before anything is allocated, with the numbers.
+    let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+    v["depth"] = 100_000_000.into();
+    let e = VitConfig::from_json_str(&v.to_string(), Some("m.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("m.json") && e.contains("depth 100000000") && e.contains("would need"),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let cfg = golden_config();
+    let mut sd = fungi_backbone::StateDict::read(golden_dir().join("model.safetensors")).unwrap();
+    if let Some(t) = sd.tensors.get_mut("blocks.2.mlp.fc1.bias") {
+        if let Ok(v) = &mut t.data {
+            v[5] = f32::NAN;
+            v[7] = f32::INFINITY;
+        }
+    }
+    let e = Vit::<B>::from_state_dict(&cfg, &sd, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blocks.2.mlp.fc1.bias") && e.contains("2 non-finite") && e.contains("index 5"),
+        "{e}"
+    );
+}

@@ -181,7 +181,7 @@ fn brute_force_grads(target: &str, views: &[f32], n: usize) -> Vec<f64> {
             &device(),
         );
         let emb = model.forward(x);
-        let loss = <KlObjective<B> as fungi_core::Objective<B>>::image_loss(&kl, emb);
+        let loss = <KlObjective<B> as fungi_core::Objective<B>>::image_loss(&kl, emb).unwrap();
         let grads = loss.sum().backward();
         let lin = model.linear(t);
         let gw = lin.weight.val().grad(&grads).unwrap(); // Burn layout [in, out]
@@ -267,6 +267,7 @@ fn projection_product_matches_dense_reference() {
         Tensor::<TestBackend, 2>::from_data(TensorData::new(grad.clone(), [8, s[1]]), &device());
     let got: Vec<f32> = p
         .project(g)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .into_vec()
@@ -306,9 +307,28 @@ fn state_file_makes_a_second_run_reproduce_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.safetensors");
     a.save_state(&state).unwrap();
-    // Different seed: different head and projection, until the state is loaded.
+    // The same extractor writes the same bytes (metadata order included), every time.
+    let bytes = std::fs::read(&state).unwrap();
+    a.save_state(&state).unwrap();
+    assert_eq!(std::fs::read(&state).unwrap(), bytes);
+    assert_eq!(
+        seeded_kl_extractor(11, "blocks.3.attn.proj")
+            .state_bytes(&state)
+            .unwrap(),
+        bytes
+    );
+    // A state made with another seed is refused, naming the seed, and changes nothing.
     let mut b = seeded_kl_extractor(99, "blocks.3.attn.proj");
-    assert_ne!(b.extract(&imgs[..3], &idx[..3]).unwrap(), fa);
+    let before = b.extract(&imgs[..3], &idx[..3]).unwrap();
+    assert_ne!(before, fa);
+    let err = b.load_state(&state).unwrap_err().to_string();
+    assert!(
+        err.contains("`seed`") && err.contains("11") && err.contains("99"),
+        "{err}"
+    );
+    assert_eq!(b.extract(&imgs[..3], &idx[..3]).unwrap(), before);
+    // The same seed in a fresh extractor reproduces the first run.
+    let mut b = seeded_kl_extractor(11, "blocks.3.attn.proj");
     b.load_state(&state).unwrap();
     assert_eq!(b.extract(&imgs[..3], &idx[..3]).unwrap(), fa);
     // An explicit (non-seeded) projection is stored as I8 and restored exactly too.
@@ -357,7 +377,10 @@ fn state_that_does_not_fit_is_refused() {
         .unwrap();
     let err = e.load_state(&state).unwrap_err().to_string();
     assert!(
-        err.contains("kl.head.weight") && err.contains("[32, 64]") && err.contains("[768, 64]"),
+        err.contains("objective `kl` settings")
+            && err.contains("latent_dim")
+            && err.contains("32")
+            && err.contains("768"),
         "{err}"
     );
     // Not a state file at all.
@@ -366,6 +389,90 @@ fn state_that_does_not_fit_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a fungi state file"), "{err}");
+}
+
+#[test]
+fn state_of_other_settings_or_weights_is_refused_naming_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.safetensors");
+    seeded_kl_extractor(1, "blocks.3.attn.proj")
+        .save_state(&state)
+        .unwrap();
+    // Another KL temperature.
+    let kl = KlObjective::<B>::new(KlConfig::fungivision(), 64, 1, &device()).unwrap();
+    let mut e = FungiExtractor::builder(golden_vit())
+        .seed(1)
+        .target_layer("blocks.3.attn.proj")
+        .objective(Box::new(kl))
+        .build()
+        .unwrap();
+    let err = e.load_state(&state).unwrap_err().to_string();
+    assert!(
+        err.contains("objective `kl` settings") && err.contains("temperature"),
+        "{err}"
+    );
+    // Other weights (same architecture).
+    let mut vit = golden_vit();
+    let b = vit.blocks[0].norm1.bias.val().inner().add_scalar(0.5);
+    vit.blocks[0].norm1.bias = Param::from_tensor(Tensor::from_inner(b));
+    let kl = KlObjective::<B>::new(KlConfig::paper(), 64, 1, &device()).unwrap();
+    let mut e = FungiExtractor::builder(vit)
+        .seed(1)
+        .target_layer("blocks.3.attn.proj")
+        .objective(Box::new(kl))
+        .build()
+        .unwrap();
+    let err = e.load_state(&state).unwrap_err().to_string();
+    assert!(err.contains("weights"), "{err}");
+    // Another projection size.
+    let kl = KlObjective::<B>::new(KlConfig::paper(), 64, 1, &device()).unwrap();
+    let mut cfg = fungi_core::ExtractorConfig {
+        seed: 1,
+        target_layer: Some("blocks.3.attn.proj".into()),
+        ..Default::default()
+    };
+    cfg.projection_dim = Some(32);
+    let mut e = FungiExtractor::builder(golden_vit())
+        .config(cfg)
+        .objective(Box::new(kl))
+        .build()
+        .unwrap();
+    let err = e.load_state(&state).unwrap_err().to_string();
+    assert!(err.contains("projection_dim"), "{err}");
+}
+
+#[test]
+fn sizes_that_cannot_fit_are_refused_up_front() {
+    let kl = KlObjective::<B>::new(KlConfig::paper(), 64, 1, &device()).unwrap();
+    let cfg = fungi_core::ExtractorConfig {
+        projection_dim: Some(100_000_000),
+        ..Default::default()
+    };
+    let err = FungiExtractor::builder(golden_vit())
+        .config(cfg)
+        .objective(Box::new(kl))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("projection [100000000, 4160]") && err.contains("would need"),
+        "{err}"
+    );
+    let kl = KlObjective::<B>::new(KlConfig::paper(), 64, 1, &device()).unwrap();
+    let cfg = fungi_core::ExtractorConfig {
+        projection_dim: Some(0),
+        ..Default::default()
+    };
+    let err = FungiExtractor::builder(golden_vit())
+        .config(cfg)
+        .objective(Box::new(kl))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("projection_dim") && err.contains("at least 1"),
+        "{err}"
+    );
 }
 
 #[test]

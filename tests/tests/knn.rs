@@ -14,8 +14,8 @@ fn blocks(g: &Golden) -> Vec<Block> {
             let (t, te) = g.f64(&format!("test.{n}")).unwrap();
             Block {
                 name: n.to_string(),
-                train: Matrix::new(s[0], s[1], tr),
-                test: Matrix::new(t[0], t[1], te),
+                train: Matrix::new(s[0], s[1], tr).unwrap(),
+                test: Matrix::new(t[0], t[1], te).unwrap(),
             }
         })
         .collect()
@@ -36,7 +36,7 @@ fn knn_reproduces_golden_predictions_and_accuracies() {
             pca_dim: Some(32),
             few_shot: few,
         };
-        let res = evaluate::<K>(&b, &train_labels, &test_labels, &s, &Default::default());
+        let res = evaluate::<K>(&b, &train_labels, &test_labels, &s, &Default::default()).unwrap();
         assert_eq!(res.len(), 15);
         let (_, idx) = g.i64(&format!("train_indices_{tag}")).unwrap();
         assert_eq!(
@@ -89,9 +89,10 @@ fn pca_matches_sklearn_subspace() {
             .collect::<Vec<_>>()
             .iter()
             .collect::<Vec<_>>(),
-    );
-    let pca = fungi_eval::Pca::fit(&tr, 32);
-    let ours = pca.transform(&tr);
+    )
+    .unwrap();
+    let pca = fungi_eval::Pca::fit(&tr, 32).unwrap();
+    let ours = pca.transform(&tr).unwrap();
     let (_, want) = g.f64("train_pca_full").unwrap();
     let d = |m: &[f64], i: usize, j: usize| {
         (0..32)

@@ -3,16 +3,29 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
-use crate::error::{Error, Result};
+use crate::error::{DecodeError, Error, Limit, Result};
+
+/// PIL's `Image.MAX_IMAGE_PIXELS`: above it PIL warns (`DecompressionBombWarning`), above twice
+/// it PIL refuses the file (`DecompressionBombError`).
+pub const MAX_IMAGE_PIXELS: u64 = 89_478_485;
 
 /// Decoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeOptions {
-    /// Largest accepted width or height in pixels.
-    pub max_side: u32,
-    /// Largest accepted allocation in bytes for the decoded image.
+    /// PIL's `Image.MAX_IMAGE_PIXELS` (default [`MAX_IMAGE_PIXELS`]): from the header, before
+    /// decoding, an image of more than `max_image_pixels` pixels is decoded with a warning and one
+    /// of more than twice as many is refused ([`Error::TooLarge`]). `None` disables the check, like
+    /// `Image.MAX_IMAGE_PIXELS = None`.
+    pub max_image_pixels: Option<u64>,
+    /// Largest accepted width or height in pixels. Default `None`: PIL has no side limit (a
+    /// 100000x1 image is accepted), only the pixel count.
+    pub max_side: Option<u32>,
+    /// Largest decoded buffer in bytes (checked from the header before allocation) and the cap
+    /// given to each codec for its internal buffers. Default: 8 bytes (16-bit RGBA, the widest
+    /// mode PIL reads) x `2 * MAX_IMAGE_PIXELS` = 1 431 655 760, so it never refuses an image
+    /// the pixel limit accepts.
     pub max_alloc: u64,
     /// Apply the EXIF orientation tag (PIL, torchvision and fungivision do NOT; default off).
     pub apply_exif_orientation: bool,
@@ -21,8 +34,9 @@ pub struct DecodeOptions {
 impl Default for DecodeOptions {
     fn default() -> Self {
         Self {
-            max_side: 16_384,
-            max_alloc: 1 << 30,
+            max_image_pixels: Some(MAX_IMAGE_PIXELS),
+            max_side: None,
+            max_alloc: 8 * 2 * MAX_IMAGE_PIXELS,
             apply_exif_orientation: false,
         }
     }
@@ -33,6 +47,10 @@ impl Default for DecodeOptions {
 /// Mode conversions follow Pillow's `convert("RGB")`: grey (L/LA) is replicated to the three
 /// channels, alpha is dropped (not composited), palette images are expanded through the palette.
 /// 16-bit and float images are reduced by the `image` crate (not PIL-exact, see docs/parity.md).
+///
+/// Bad input is an error naming the file, never a panic: truncated files
+/// ([`DecodeError::Truncated`], PIL's `image file is truncated`), decompression bombs
+/// ([`Error::TooLarge`], checked from the header before any allocation), corrupt data.
 pub fn decode_rgb(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<RgbImage> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -44,35 +62,44 @@ pub fn decode_rgb(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<RgbIma
 
 /// Decodes in-memory bytes; `path` is only used in messages.
 pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
-    let derr = |reason: String| Error::Decode {
+    let derr = |reason: DecodeError| Error::Decode {
         path: path.to_path_buf(),
         reason,
     };
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| derr(e.to_string()))?;
+        .map_err(|e| derr(DecodeError::Codec(e.to_string())))?;
+    let format = reader.format().ok_or_else(|| derr(DecodeError::UnknownFormat))?;
     #[cfg(feature = "turbojpeg")]
-    if reader.format() == Some(image::ImageFormat::Jpeg) {
+    if format == image::ImageFormat::Jpeg {
         return turbo::decode(bytes, path, opts);
     }
-    if reader.format().is_none() {
-        return Err(derr(
-            "unknown or unsupported format (expected PNG, JPEG, WebP, BMP, TIFF or PNM)".into(),
-        ));
-    }
+    // The codecs' own allocations are capped by max_alloc; the side and pixel limits are checked
+    // here from the header (`check_header`), so that their errors say which limit and size.
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(opts.max_side);
-    limits.max_image_height = Some(opts.max_side);
     limits.max_alloc = Some(opts.max_alloc);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| classify(e, path))?;
+    let jpeg = format == image::ImageFormat::Jpeg;
+    let fail = |e: image::ImageError| {
+        // When the container shows the data is cut short, say so rather than the codec's message.
+        if let Some(expected) = container_truncation(format, bytes) {
+            return truncated(bytes, path, expected);
+        }
+        classify(e, bytes, path, opts)
+    };
+    let mut decoder = reader.into_decoder().map_err(fail)?;
+    let (w, h) = decoder.dimensions();
+    check_header(path, w, h, decoder.total_bytes(), opts)?;
+    if jpeg {
+        // zune-jpeg decodes a truncated stream to a partly grey image without an error.
+        check_jpeg_complete(bytes, path)?;
+    }
     let orientation = if opts.apply_exif_orientation {
-        use image::ImageDecoder;
         decoder.orientation().ok()
     } else {
         None
     };
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(e, path))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(fail)?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -83,19 +110,213 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Resu
             height: img.height(),
         });
     }
-    Ok(to_rgb(img))
+    to_rgb(img).ok_or_else(|| internal_size_error(path))
 }
 
-fn classify(e: image::ImageError, path: &Path) -> Error {
-    match e {
-        image::ImageError::Limits(l) => Error::TooLarge {
+fn internal_size_error(path: &Path) -> Error {
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: DecodeError::Codec("the decoder returned a buffer of the wrong size".into()),
+    }
+}
+
+/// The checks made from the header, before the pixel buffer is allocated: empty, side limit,
+/// PIL's decompression-bomb limit (error above 2x, warning above 1x), decoded size.
+fn check_header(path: &Path, w: u32, h: u32, bytes: u64, opts: &DecodeOptions) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(Error::Empty {
             path: path.to_path_buf(),
-            reason: l.to_string(),
+            width: w,
+            height: h,
+        });
+    }
+    let limit = |limit: Limit| Error::LimitExceeded {
+        path: path.to_path_buf(),
+        limit,
+    };
+    if let Some(max_side) = opts.max_side {
+        if w > max_side || h > max_side {
+            return Err(limit(Limit::Side {
+                width: w,
+                height: h,
+                max_side,
+            }));
+        }
+    }
+    let pixels = w as u64 * h as u64;
+    if let Some(max) = opts.max_image_pixels {
+        let twice = max.saturating_mul(2);
+        if pixels > twice {
+            return Err(Error::TooLarge {
+                path: path.to_path_buf(),
+                width: w,
+                height: h,
+                pixels,
+                limit: twice,
+            });
+        }
+        if pixels > max {
+            tracing::warn!(
+                path = %path.display(),
+                width = w,
+                height = h,
+                pixels,
+                limit = max,
+                "image size ({pixels} pixels) exceeds DecodeOptions::max_image_pixels ({max}), \
+                 could be a decompression bomb (PIL's DecompressionBombWarning); decoding it"
+            );
+        }
+    }
+    if bytes > opts.max_alloc {
+        return Err(limit(Limit::Alloc {
+            width: w,
+            height: h,
+            bytes,
+            max_alloc: opts.max_alloc,
+        }));
+    }
+    Ok(())
+}
+
+/// Whether an `image` error says the data ended early.
+fn is_eof(e: &image::ImageError) -> bool {
+    use std::error::Error as _;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.source();
+    if let image::ImageError::IoError(io) = e {
+        if io.kind() == std::io::ErrorKind::UnexpectedEof {
+            return true;
+        }
+    }
+    while let Some(s) = cur {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        cur = s.source();
+    }
+    let msg = e.to_string().to_ascii_lowercase();
+    msg.contains("unexpected eof")
+        || msg.contains("unexpected end of")
+        || msg.contains("end of file")
+        || msg.contains("failed to fill whole buffer")
+}
+
+fn truncated(bytes: &[u8], path: &Path, expected: &'static str) -> Error {
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: DecodeError::Truncated {
+            size: bytes.len() as u64,
+            expected,
+        },
+    }
+}
+
+/// What the container says is missing, for formats whose structure shows truncation: JPEG
+/// ([`jpeg_truncation`]) and WebP (the RIFF header's size is larger than the data).
+fn container_truncation(format: image::ImageFormat, bytes: &[u8]) -> Option<&'static str> {
+    match format {
+        image::ImageFormat::Jpeg => jpeg_truncation(bytes),
+        image::ImageFormat::WebP => {
+            let size = bytes.get(4..8)?;
+            let riff = u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as u64;
+            (riff + 8 > bytes.len() as u64)
+                .then_some("the RIFF container's size from its header (the data ends early)")
+        }
+        _ => None,
+    }
+}
+
+fn classify(e: image::ImageError, bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Error {
+    if is_eof(&e) {
+        return truncated(
+            bytes,
+            path,
+            "more image data (the data ends before the image is complete)",
+        );
+    }
+    match e {
+        image::ImageError::Limits(l) => Error::LimitExceeded {
+            path: path.to_path_buf(),
+            limit: Limit::Codec {
+                message: l.to_string(),
+                max_alloc: opts.max_alloc,
+            },
         },
         other => Error::Decode {
             path: path.to_path_buf(),
-            reason: other.to_string(),
+            reason: DecodeError::Codec(other.to_string()),
         },
+    }
+}
+
+/// `Err(Truncated)` when a JPEG stream ends before its end-of-image marker (see
+/// [`jpeg_truncation`]).
+fn check_jpeg_complete(bytes: &[u8], path: &Path) -> Result<()> {
+    match jpeg_truncation(bytes) {
+        Some(expected) => Err(truncated(bytes, path, expected)),
+        None => Ok(()),
+    }
+}
+
+/// Whether a JPEG stream is truncated: `Some(what is missing)` when the data ends before an
+/// end-of-image marker (FF D9) following the first start-of-scan (FF DA); `None` when it is
+/// complete or not a JPEG the marker walk understands (the decoder then decides).
+///
+/// Walks the marker segments by their lengths (so an FF D9 inside an APP segment, e.g. an EXIF
+/// thumbnail, is not taken for the end), and through entropy-coded data as libjpeg does: FF 00
+/// is a stuffed 0xFF, FF D0..D7 are restart markers, FF FF is fill, other bytes before a marker
+/// are skipped. Bytes after the EOI are ignored, as PIL does.
+pub fn jpeg_truncation(b: &[u8]) -> Option<&'static str> {
+    const NO_EOI: &str = "an end-of-image marker (FF D9) after the scan data";
+    const NO_SCAN: &str = "a start-of-scan marker (FF DA), the scan data and an end-of-image \
+                           marker (FF D9)";
+    let n = b.len();
+    if n < 2 || b[0] != 0xFF || b[1] != 0xD8 {
+        return None;
+    }
+    let mut i = 2;
+    let mut seen_sos = false;
+    let missing = |seen_sos: bool| Some(if seen_sos { NO_EOI } else { NO_SCAN });
+    loop {
+        // The next marker, as libjpeg's `next_marker` and its entropy decoder find it.
+        let m = loop {
+            while i < n && b[i] != 0xFF {
+                i += 1;
+            }
+            while i < n && b[i] == 0xFF {
+                i += 1;
+            }
+            if i >= n {
+                return missing(seen_sos);
+            }
+            let m = b[i];
+            i += 1;
+            // 00: stuffed byte; D0..D7: restart; 01: TEM (standalone).
+            if m != 0x00 && m != 0x01 && !(0xD0..=0xD7).contains(&m) {
+                break m;
+            }
+        };
+        match m {
+            0xD9 => return None, // EOI (before any scan: no image, the decoder reports it)
+            0xD8 => return None, // a second SOI: malformed, the decoder reports it
+            _ => {
+                if i + 2 > n {
+                    return missing(seen_sos);
+                }
+                let len = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
+                if len < 2 {
+                    return None; // malformed, the decoder reports it
+                }
+                if i + len > n {
+                    return missing(seen_sos);
+                }
+                i += len;
+                if m == 0xDA {
+                    seen_sos = true;
+                }
+            }
+        }
     }
 }
 
@@ -105,41 +326,33 @@ fn from_fn16(
     data: &[u16],
     channels: usize,
     f: impl Fn(&[u16]) -> [u8; 3],
-) -> RgbImage {
+) -> Option<RgbImage> {
     let out = data.chunks_exact(channels).flat_map(f).collect();
-    RgbImage::from_raw(w, h, out).expect("sizes agree")
+    RgbImage::from_raw(w, h, out)
+}
+
+/// Drops every channel but the first three of `channels`-channel pixels.
+fn first3(w: u32, h: u32, data: &[u8], channels: usize, grey: bool) -> Option<RgbImage> {
+    let out = data
+        .chunks_exact(channels)
+        .flat_map(|p| if grey { [p[0], p[0], p[0]] } else { [p[0], p[1], p[2]] })
+        .collect();
+    RgbImage::from_raw(w, h, out)
 }
 
 /// PIL `convert("RGB")`: replicate grey, drop alpha (not composited). 16-bit data as Pillow reads
 /// it: grey (`I;16`) is clipped to 255 (not scaled); colour and grey+alpha keep the high byte
 /// (Pillow's `;16B` raw modes). Verified against Pillow 13 (tests/fixtures/formats).
-fn to_rgb(img: DynamicImage) -> RgbImage {
+///
+/// `None` only if a buffer is shorter than its dimensions say, which `image`'s buffers rule out
+/// (`ImageBuffer` checks `len >= w * h * channels`); kept as an error rather than a panic.
+fn to_rgb(img: DynamicImage) -> Option<RgbImage> {
     let (w, h) = (img.width(), img.height());
     match img {
-        DynamicImage::ImageRgb8(i) => i,
-        DynamicImage::ImageRgba8(i) => {
-            let (w, h) = i.dimensions();
-            let data = i
-                .into_raw()
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect();
-            RgbImage::from_raw(w, h, data).expect("sizes agree")
-        }
-        DynamicImage::ImageLuma8(i) => {
-            let (w, h) = i.dimensions();
-            let data = i.into_raw().into_iter().flat_map(|v| [v, v, v]).collect();
-            RgbImage::from_raw(w, h, data).expect("sizes agree")
-        }
-        DynamicImage::ImageLumaA8(i) => {
-            let (w, h) = i.dimensions();
-            let data = i
-                .into_raw()
-                .chunks_exact(2)
-                .flat_map(|p| [p[0], p[0], p[0]])
-                .collect();
-            RgbImage::from_raw(w, h, data).expect("sizes agree")
-        }
+        DynamicImage::ImageRgb8(i) => Some(i),
+        DynamicImage::ImageRgba8(i) => first3(w, h, i.as_raw(), 4, false),
+        DynamicImage::ImageLuma8(i) => first3(w, h, i.as_raw(), 1, true),
+        DynamicImage::ImageLumaA8(i) => first3(w, h, i.as_raw(), 2, true),
         DynamicImage::ImageLuma16(i) => from_fn16(w, h, i.as_raw(), 1, |p| {
             let v = p[0].min(255) as u8;
             [v, v, v]
@@ -155,7 +368,7 @@ fn to_rgb(img: DynamicImage) -> RgbImage {
             [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8]
         }),
         // Float images (32-bit TIFF, ...): the `image` crate's conversion, not verified against PIL.
-        other => other.to_rgb8(),
+        other => Some(other.to_rgb8()),
     }
 }
 
@@ -194,39 +407,34 @@ mod turbo {
     use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
 
     pub(super) fn decode(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
-        let derr = |reason: String| Error::Decode {
+        let derr = |e: turbojpeg::Error| Error::Decode {
             path: path.to_path_buf(),
-            reason,
+            reason: DecodeError::Codec(e.to_string()),
         };
-        let mut d = Decompressor::new().map_err(|e| derr(e.to_string()))?;
-        let header = d.read_header(bytes).map_err(|e| derr(e.to_string()))?;
+        let mut d = Decompressor::new().map_err(derr)?;
+        let header = match d.read_header(bytes) {
+            Ok(header) => header,
+            Err(e) => {
+                check_jpeg_complete(bytes, path)?;
+                return Err(derr(e));
+            }
+        };
         let (w, h) = (header.width, header.height);
-        if w == 0 || h == 0 {
-            return Err(Error::Empty {
-                path: path.to_path_buf(),
-                width: w as u32,
-                height: h as u32,
-            });
-        }
-        if w > opts.max_side as usize
-            || h > opts.max_side as usize
-            || (w * h * 4) as u64 > opts.max_alloc
-        {
-            return Err(Error::TooLarge {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "{w}x{h} exceeds the limits (max side {}, max {} bytes)",
-                    opts.max_side, opts.max_alloc
-                ),
-            });
-        }
         let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
         let (format, bpp) = if cmyk {
             (PixelFormat::CMYK, 4)
         } else {
             (PixelFormat::RGB, 3)
         };
-        let mut px = vec![0u8; w * h * bpp];
+        // JPEG sides are at most 65535, so these fit in u32 and the products in u64/usize.
+        let (w32, h32) = (
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+        );
+        check_header(path, w32, h32, w as u64 * h as u64 * bpp as u64, opts)?;
+        // libjpeg-turbo returns a truncated stream as a partly grey image with a warning only.
+        check_jpeg_complete(bytes, path)?;
+        let mut px = vec![0u8; w * h * bpp]; // checked against max_alloc above
         d.decompress(
             bytes,
             Image {
@@ -237,7 +445,7 @@ mod turbo {
                 format,
             },
         )
-        .map_err(|e| derr(e.to_string()))?;
+        .map_err(derr)?;
         let rgb = if cmyk {
             // Pillow reads Adobe CMYK as "CMYK;I" (inverted), then converts with cmyk2rgb.
             let inv = jpeg_has_adobe_marker(bytes) || matches!(header.colorspace, Colorspace::YCCK);
@@ -254,9 +462,8 @@ mod turbo {
         } else {
             px
         };
-        let img = RgbImage::from_raw(w as u32, h as u32, rgb).expect("sizes agree");
+        let img = RgbImage::from_raw(w32, h32, rgb).ok_or_else(|| internal_size_error(path))?;
         if opts.apply_exif_orientation {
-            use image::ImageDecoder;
             let o = ImageReader::new(Cursor::new(bytes))
                 .with_guessed_format()
                 .ok()
@@ -269,5 +476,51 @@ mod turbo {
             }
         }
         Ok(img)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SOI, a DQT-like segment, SOS, entropy data with a stuffed FF 00, a restart marker and fill,
+    /// a DHT-like segment between scans whose payload holds FF D9, a second SOS, data, EOI.
+    fn progressive_like() -> Vec<u8> {
+        let mut b = vec![0xFF, 0xD8];
+        b.extend([0xFF, 0xDB, 0x00, 0x04, 0xFF, 0xD9]); // payload FF D9: not the end
+        b.extend([0xFF, 0xDA, 0x00, 0x03, 0x01]);
+        b.extend([0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xFF, 0x00]);
+        b.extend([0xFF, 0xC4, 0x00, 0x05, 0xFF, 0xD9, 0x00]);
+        b.extend([0xFF, 0xDA, 0x00, 0x02, 0x78, 0xFF, 0x00]);
+        b.extend([0xFF, 0xD9]);
+        b
+    }
+
+    #[test]
+    fn jpeg_structure_walk() {
+        let b = progressive_like();
+        assert_eq!(jpeg_truncation(&b), None);
+        let mut trailing = b.clone();
+        trailing.extend_from_slice(b"junk after EOI");
+        assert_eq!(jpeg_truncation(&trailing), None);
+        // Every proper prefix from the SOI on is truncated.
+        for cut in 2..b.len() {
+            assert!(jpeg_truncation(&b[..cut]).is_some(), "cut {cut}");
+        }
+        // Before the first scan, the message names the missing scan.
+        assert!(jpeg_truncation(&b[..8]).unwrap().contains("start-of-scan"));
+        assert!(jpeg_truncation(&b[..b.len() - 1]).unwrap().contains("end-of-image"));
+        // Not a JPEG, or malformed lengths: the decoder decides.
+        assert_eq!(jpeg_truncation(b"\x89PNG"), None);
+        assert_eq!(jpeg_truncation(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x01, 0x00]), None);
+        assert_eq!(jpeg_truncation(&[0xFF, 0xD8, 0xFF, 0xD8]), None);
+    }
+
+    #[test]
+    fn adobe_marker_scan_handles_short_and_odd_input() {
+        assert!(!jpeg_has_adobe_marker(&[]));
+        assert!(!jpeg_has_adobe_marker(&[0xFF, 0xD8, 0xFF, 0xEE, 0xFF]));
+        assert!(jpeg_has_adobe_marker(b"\xFF\xD8\xFF\xEE\x00\x0EAdobe"));
+        assert!(!jpeg_has_adobe_marker(b"\xFF\xD8\xFF\xEE\x00\x0EAdob"));
     }
 }

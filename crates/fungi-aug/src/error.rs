@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Errors raised while decoding or transforming an image.
+/// Errors raised while decoding or transforming an image. Every decoding error names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
@@ -19,16 +19,37 @@ pub enum Error {
     Decode {
         /// File.
         path: PathBuf,
-        /// Decoder message.
-        reason: String,
+        /// What is wrong with it.
+        reason: DecodeError,
     },
-    /// The image is larger than the configured limits (decompression-bomb guard).
-    #[error("image {path} is too large: {reason}")]
+    /// More pixels than twice [`DecodeOptions::max_image_pixels`](crate::DecodeOptions): refused
+    /// from the header, before any allocation, like PIL's `DecompressionBombError`.
+    #[error(
+        "image {path} is too large: {width}x{height} = {pixels} pixels exceeds the limit of \
+         {limit} pixels (2 x DecodeOptions::max_image_pixels, as PIL's DecompressionBombError); \
+         it could be a decompression bomb. If the file is trusted, raise max_image_pixels or set \
+         it to None (PIL: Image.MAX_IMAGE_PIXELS = None)"
+    )]
     TooLarge {
         /// File.
         path: PathBuf,
-        /// What limit was exceeded.
-        reason: String,
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// `width * height`.
+        pixels: u64,
+        /// The limit exceeded: `2 * max_image_pixels`.
+        limit: u64,
+    },
+    /// A memory or size limit other than the pixel count was exceeded (refused before the
+    /// decoded buffer is allocated).
+    #[error("image {path} is too large: {limit}")]
+    LimitExceeded {
+        /// File.
+        path: PathBuf,
+        /// Which limit.
+        limit: Limit,
     },
     /// The image has no pixels.
     #[error("image {path} is empty ({width}x{height})")]
@@ -49,6 +70,65 @@ pub enum Error {
         value: String,
         /// What was expected.
         expected: String,
+    },
+}
+
+/// Why a file could not be decoded ([`Error::Decode`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The data ends before the image is complete (PIL: `OSError: image file is truncated`).
+    #[error("image file is truncated ({size} bytes; expected {expected})")]
+    Truncated {
+        /// Size of the file in bytes.
+        size: u64,
+        /// What was missing.
+        expected: &'static str,
+    },
+    /// The format is not recognised from the content.
+    #[error("unknown or unsupported format (expected PNG, JPEG, WebP, BMP, TIFF or PNM)")]
+    UnknownFormat,
+    /// The codec refused the data; its message.
+    #[error("{0}")]
+    Codec(String),
+}
+
+/// The limit behind [`Error::LimitExceeded`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The decoded buffer would exceed [`DecodeOptions::max_alloc`](crate::DecodeOptions).
+    #[error(
+        "{width}x{height} needs {bytes} bytes decoded, more than DecodeOptions::max_alloc = \
+         {max_alloc} bytes; raise max_alloc if the file is trusted"
+    )]
+    Alloc {
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// Bytes the decoded buffer needs.
+        bytes: u64,
+        /// The limit.
+        max_alloc: u64,
+    },
+    /// A side exceeds [`DecodeOptions::max_side`](crate::DecodeOptions).
+    #[error("{width}x{height} has a side longer than DecodeOptions::max_side = {max_side} pixels")]
+    Side {
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// The limit.
+        max_side: u32,
+    },
+    /// The codec's own allocation limit (derived from `max_alloc`) refused the file.
+    #[error("{message} (DecodeOptions::max_alloc = {max_alloc} bytes)")]
+    Codec {
+        /// The codec's message.
+        message: String,
+        /// The limit given to the codec.
+        max_alloc: u64,
     },
 }
 

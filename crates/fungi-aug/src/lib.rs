@@ -16,9 +16,9 @@ pub mod resample;
 pub mod transforms;
 
 pub use crop::{CropBox, RandomResizedCrop};
-pub use decode::{decode_rgb, decode_rgb_bytes, DecodeOptions};
+pub use decode::{decode_rgb, decode_rgb_bytes, DecodeOptions, MAX_IMAGE_PIXELS};
 pub use dino::DinoTransform;
-pub use error::{Error, Result};
+pub use error::{DecodeError, Error, Limit, Result};
 pub use image;
 pub use image::RgbImage;
 pub use patchify::Patchify;

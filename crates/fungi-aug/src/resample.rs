@@ -82,14 +82,30 @@ fn precompute(
     filter: Filter,
     fixed: Fixed,
 ) -> Coeffs {
+    precompute_range(in_size, in0, in1, out_size, 0..out_size, filter, fixed)
+}
+
+/// [`precompute`] for the output indices `range` only (of `out_size`): the coefficients of one
+/// output index do not depend on the others, except PyTorch's int16 precision, which depends on
+/// the largest weight of the whole axis (so `TorchInt16` is only exact for the full range).
+fn precompute_range(
+    in_size: usize,
+    in0: f64,
+    in1: f64,
+    out_size: usize,
+    range: std::ops::Range<usize>,
+    filter: Filter,
+    fixed: Fixed,
+) -> Coeffs {
     let scale = (in1 - in0) / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0f64; out_size * ksize];
+    let n = range.len();
+    let mut bounds = Vec::with_capacity(n);
+    let mut weights = vec![0f64; n * ksize];
     let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
+    for (j, xx) in range.enumerate() {
         let center = in0 + (xx as f64 + 0.5) * scale;
         let ss = 1.0 / filterscale;
         // C's (int) truncates toward zero.
@@ -103,7 +119,7 @@ fn precompute(
             ww += w;
         }
         for x in 0..count {
-            weights[xx * ksize + x] = if ww != 0.0 { k[x] / ww } else { k[x] };
+            weights[j * ksize + x] = if ww != 0.0 { k[x] / ww } else { k[x] };
         }
         bounds.push((xmin, count));
     }
@@ -211,6 +227,8 @@ fn vertical(src: &[u8], w: usize, row0: usize, c: &Coeffs) -> Vec<u8> {
 fn resize_impl(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter, fixed: Fixed) -> RgbImage {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
+    // A contract on the caller, not on input: decoded images are never empty (`Error::Empty`)
+    // and the transforms' output sizes are positive constants of their configuration.
     assert!(
         w > 0 && h > 0 && ow > 0 && oh > 0,
         "resize of an empty image"
@@ -240,7 +258,69 @@ fn resize_impl(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter, fixed: Fi
             horizontal(&tmp, w, 0, oh, &horiz)
         }
     };
+    // Cannot fail: both passes allocate exactly `ow * oh * 3` bytes (computed here, not read).
     RgbImage::from_raw(ow as u32, oh as u32, out).expect("sizes agree")
+}
+
+/// `resize(src, out_w, out_h, filter)` then `crop(left, top, width, height)`, computing only
+/// the pixels of the crop: bit-identical to the two steps (every output pixel of Pillow's
+/// separable passes depends only on its own coefficients, and the pass order is decided from
+/// the full sizes as Pillow does) with memory bounded by the source and the crop whatever the
+/// resized size. DINO's eval transform resizes the short side to 256, so a 100000x1 image
+/// (accepted by PIL) would be 25600000x256 (19.7 GB) before its 224x224 centre crop; sizes are
+/// `u64` so that no resized size can overflow.
+///
+/// # Panics
+/// If the source, the resized size or the crop is empty, or the crop leaves the resized image
+/// (a contract on the caller: `EvalTransform` derives all of them from a non-empty image).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_crop(
+    src: &RgbImage,
+    out_w: u64,
+    out_h: u64,
+    filter: Filter,
+    left: u64,
+    top: u64,
+    width: u32,
+    height: u32,
+) -> RgbImage {
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let (ow, oh) = (out_w as usize, out_h as usize);
+    let (x0, y0, cw, ch) = (left as usize, top as usize, width as usize, height as usize);
+    assert!(
+        w > 0 && h > 0 && ow > 0 && oh > 0 && cw > 0 && ch > 0,
+        "resize of an empty image"
+    );
+    assert!(
+        x0.checked_add(cw).is_some_and(|r| r <= ow) && y0.checked_add(ch).is_some_and(|b| b <= oh),
+        "crop box outside the resized image"
+    );
+    let horiz = precompute_range(w, 0.0, w as f64, ow, x0..x0 + cw, filter, Fixed::Pillow);
+    let vert = precompute_range(h, 0.0, h as f64, oh, y0..y0 + ch, filter, Fixed::Pillow);
+    let (dh, dw) = (h as i64 - oh as i64, w as i64 - ow as i64);
+    let horizontal_first = !(dh > 0 && dh > dw * 2);
+    let raw = src.as_raw();
+    let out = match (ow != w, oh != h, horizontal_first) {
+        // Here the crop lies inside `src` (ow == w, oh == h): x0, y0 fit in u32.
+        (false, false, _) => return crop(src, x0 as u32, y0 as u32, width, height),
+        (true, false, _) => horizontal(raw, w, y0, ch, &horiz),
+        (false, true, _) => {
+            let cols = crop(src, x0 as u32, 0, width, h as u32);
+            vertical(cols.as_raw(), cw, 0, &vert)
+        }
+        (true, true, true) => {
+            let first = vert.bounds[0].0;
+            let (lmin, ln) = vert.bounds[ch - 1];
+            let tmp = horizontal(raw, w, first, lmin + ln - first, &horiz);
+            vertical(&tmp, cw, first, &vert)
+        }
+        (true, true, false) => {
+            let tmp = vertical(raw, w, 0, &vert);
+            horizontal(&tmp, w, 0, ch, &horiz)
+        }
+    };
+    // Cannot fail: both passes allocate exactly `cw * ch * 3` bytes (computed here).
+    RgbImage::from_raw(width, height, out).expect("sizes agree")
 }
 
 /// `PIL.Image.crop((left, top, left + width, top + height))` for a box inside the image.
@@ -248,9 +328,76 @@ fn resize_impl(src: &RgbImage, out_w: u32, out_h: u32, filter: Filter, fixed: Fi
 /// # Panics
 /// If the box leaves the image.
 pub fn crop(src: &RgbImage, left: u32, top: u32, width: u32, height: u32) -> RgbImage {
+    // A contract on the caller (boxes come from `RandomResizedCrop::sample_params` or the eval
+    // geometry of the same image); u64 so that a huge box cannot wrap around and pass.
     assert!(
-        left + width <= src.width() && top + height <= src.height(),
+        left as u64 + width as u64 <= src.width() as u64
+            && top as u64 + height as u64 <= src.height() as u64,
         "crop box outside the image"
     );
     image::imageops::crop_imm(src, left, top, width, height).to_image()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503) ^ seed)
+                .wrapping_mul(2_246_822_519);
+            image::Rgb([(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// The windowed resize is bit-identical to Pillow's resize followed by the crop, for every
+        /// pass order (down/up-scaling in either axis, identity axes).
+        #[test]
+        fn resize_crop_equals_resize_then_crop(
+            w in 1u32..60, h in 1u32..60, ow in 1u32..90, oh in 1u32..90,
+            fx in 0.0f64..1.0, fy in 0.0f64..1.0, fw in 0.0f64..1.0, fh in 0.0f64..1.0,
+            same_w in any::<bool>(), same_h in any::<bool>(), bicubic in any::<bool>(), seed in any::<u32>(),
+        ) {
+            let (ow, oh) = (if same_w { w } else { ow }, if same_h { h } else { oh });
+            let filter = if bicubic { Filter::Bicubic } else { Filter::Bilinear };
+            let src = noise(w, h, seed);
+            let cw = 1 + (fw * (ow - 1) as f64) as u32;
+            let ch = 1 + (fh * (oh - 1) as f64) as u32;
+            let left = (fx * (ow - cw) as f64) as u32;
+            let top = (fy * (oh - ch) as f64) as u32;
+            let want = crop(&resize(&src, ow, oh, filter), left, top, cw, ch);
+            let got = resize_crop(&src, ow as u64, oh as u64, filter, left as u64, top as u64, cw, ch);
+            prop_assert_eq!(got.dimensions(), (cw, ch));
+            prop_assert!(got.as_raw() == want.as_raw(), "{}x{} -> {}x{}, crop {}+{} {}x{}", w, h, ow, oh, left, top, cw, ch);
+        }
+    }
+
+    #[test]
+    fn resize_crop_of_a_very_elongated_image_is_bounded_and_exact() {
+        // 20_000_000 x 1 resized to short side 256 is 5_120_000_000 x 256 (beyond u32, 3.9 TB):
+        // only the 224 x 224 centre is computed. A constant image stays constant.
+        let src = RgbImage::from_pixel(20_000_000, 1, image::Rgb([7, 100, 250]));
+        let out = resize_crop(
+            &src,
+            5_120_000_000,
+            256,
+            Filter::Bicubic,
+            2_559_999_888,
+            16,
+            224,
+            224,
+        );
+        assert_eq!(out.dimensions(), (224, 224));
+        assert!(out.pixels().all(|p| p.0 == [7, 100, 250]));
+    }
+
+    #[test]
+    #[should_panic(expected = "crop box outside the image")]
+    fn crop_boxes_cannot_wrap_around() {
+        let src = RgbImage::new(4, 4);
+        crop(&src, u32::MAX, 0, 2, 1);
+    }
 }

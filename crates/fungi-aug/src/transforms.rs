@@ -4,7 +4,7 @@
 use image::RgbImage;
 
 use crate::normalize::{to_chw_normalized, ScaleFormula};
-use crate::resample::{crop, resize, resize_torch_u8, Filter};
+use crate::resample::{crop, resize_crop, resize_torch_u8, Filter};
 
 /// Python's `round()` (half to even) of a non-negative `x / 2`, as torchvision's `CenterCrop`
 /// computes `int(round((h - crop) / 2.0))`.
@@ -17,17 +17,34 @@ pub fn round_half_even_div2(x: u32) -> u32 {
     }
 }
 
+/// [`round_half_even_div2`] of a `u64`.
+fn round_half_even_div2_u64(x: u64) -> u64 {
+    let q = x / 2;
+    if !x.is_multiple_of(2) && !q.is_multiple_of(2) {
+        q + 1
+    } else {
+        q
+    }
+}
+
 /// Geometry of the DINO eval transform for an image of `w x h`: resized size and crop origin.
-pub fn eval_geometry(w: u32, h: u32, resize_to: u32, crop_size: u32) -> ((u32, u32), (u32, u32)) {
+///
+/// `u64`: the resized long side of a very elongated image does not fit in `u32` (a 20000000x1
+/// image, 20 M pixels, resizes to 5120000000x256).
+///
+/// # Panics
+/// If `w` or `h` is zero (decoded images never are).
+pub fn eval_geometry(w: u32, h: u32, resize_to: u32, crop_size: u32) -> ((u64, u64), (u64, u64)) {
     // torchvision `_compute_resized_output_size` with an int size: short side -> size,
     // long side -> int(size * long / short).
+    let r = resize_to as u64;
     let (nw, nh) = if w <= h {
-        (resize_to, (resize_to as u64 * h as u64 / w as u64) as u32)
+        (r, r * h as u64 / w as u64)
     } else {
-        ((resize_to as u64 * w as u64 / h as u64) as u32, resize_to)
+        (r * w as u64 / h as u64, r)
     };
-    let left = round_half_even_div2(nw.saturating_sub(crop_size));
-    let top = round_half_even_div2(nh.saturating_sub(crop_size));
+    let left = round_half_even_div2_u64(nw.saturating_sub(crop_size as u64));
+    let top = round_half_even_div2_u64(nh.saturating_sub(crop_size as u64));
     ((nw, nh), (left, top))
 }
 
@@ -51,12 +68,16 @@ impl Default for EvalTransform {
 }
 
 impl EvalTransform {
-    /// The 8-bit view (before normalisation), `crop x crop` RGB.
+    /// The 8-bit view (before normalisation), `crop x crop` RGB. Only the crop is computed
+    /// ([`resize_crop`], bit-identical to resizing then cropping), so memory stays bounded for
+    /// any aspect ratio.
+    ///
+    /// # Panics
+    /// If the image is empty (decoded images never are) or `crop > resize`.
     pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
         let ((nw, nh), (left, top)) =
             eval_geometry(img.width(), img.height(), self.resize, self.crop);
-        let r = resize(img, nw, nh, Filter::Bicubic);
-        crop(&r, left, top, self.crop, self.crop)
+        resize_crop(img, nw, nh, Filter::Bicubic, left, top, self.crop, self.crop)
     }
     /// The normalised CHW `f32` view.
     pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
@@ -88,7 +109,7 @@ impl KlTransform {
     /// The 8-bit view (before normalisation).
     pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
         let r = resize_torch_u8(img, self.resize, self.resize);
-        let off = round_half_even_div2(self.resize - self.crop);
+        let off = round_half_even_div2(self.resize.saturating_sub(self.crop));
         crop(&r, off, off, self.crop, self.crop)
     }
     /// The normalised CHW `f32` view.
@@ -129,5 +150,20 @@ mod tests {
         for ((w, h), size, origin) in cases {
             assert_eq!(eval_geometry(w, h, 256, 224), (size, origin), "{w}x{h}");
         }
+    }
+
+    #[test]
+    fn very_elongated_images_have_exact_geometry_and_bounded_views() {
+        // The long side no longer wraps around u32 (it was `as u32`).
+        assert_eq!(
+            eval_geometry(20_000_000, 1, 256, 224),
+            ((5_120_000_000, 256), (2_559_999_888, 16))
+        );
+        let img = RgbImage::from_pixel(100_000, 1, image::Rgb([3, 30, 200]));
+        let v = EvalTransform::default().apply_u8(&img);
+        assert_eq!(v.dimensions(), (224, 224));
+        assert!(v.pixels().all(|p| p.0 == [3, 30, 200]));
+        let v = EvalTransform::default().apply_u8(&RgbImage::new(1, 3_000_000));
+        assert_eq!(v.dimensions(), (224, 224));
     }
 }

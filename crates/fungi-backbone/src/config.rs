@@ -18,6 +18,73 @@ pub const PRESETS: &[&str] = &[
     "dinov2_vitb14",
 ];
 
+/// Keys an architecture JSON may carry for people (documentation, provenance) or for DINO's
+/// training-only constructor arguments; their values are not used.
+pub const DESCRIPTIVE_KEYS: &[&str] = &[
+    "arch",
+    "activation",
+    "attn_drop_rate",
+    "comment",
+    "description",
+    "drop_path_rate",
+    "drop_rate",
+    "dropout",
+    "dtype",
+    "files",
+    "head",
+    "init",
+    "name",
+    "norm_layer",
+    "num_parameters",
+    "output",
+    "state_dict",
+    "target_layer",
+];
+
+/// Keys that restate a value derived from the others; when present they must agree with it
+/// (`num_classes` must be 0: the embedding is the CLS token, no classification head).
+pub const DERIVED_KEYS: &[&str] = &[
+    "attn_scale",
+    "head_dim",
+    "mlp_hidden_dim",
+    "num_classes",
+    "num_patches",
+    "num_tokens",
+    "qk_scale",
+];
+
+const FIELDS: &[&str] = &[
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "qkv_bias",
+    "layer_norm_eps",
+    "layer_scale",
+    "interpolate_offset",
+];
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn default_in_chans() -> usize {
     3
 }
@@ -37,7 +104,9 @@ fn default_offset() -> f64 {
 /// Architecture of a DINO (v1) or DINOv2 Vision Transformer.
 ///
 /// Field names are the keyword arguments of DINO's `VisionTransformer`, so a JSON file written
-/// for it (such as the golden `model.json`) loads as is; unknown keys are ignored.
+/// for it (such as the golden `model.json`) loads as is. Unknown keys are errors (a typo such as
+/// `layer_norm_epsilon` must not silently fall back to a default); see [`DESCRIPTIVE_KEYS`] and
+/// [`DERIVED_KEYS`] for the other keys a config may carry.
 /// `layer_scale` (DINOv2's `ls1/ls2.gamma`) and `interpolate_offset` default to DINO v1 values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VitConfig {
@@ -139,15 +208,126 @@ impl VitConfig {
         Ok(cfg)
     }
 
-    /// Parses a JSON architecture config (DINO keyword names, unknown keys ignored) and validates it.
+    /// Parses a JSON architecture config (DINO keyword names) and validates it. Unknown keys are
+    /// errors naming the key (with the closest known one); [`DESCRIPTIVE_KEYS`] are accepted and
+    /// ignored; [`DERIVED_KEYS`] must agree with the configuration.
     pub fn from_json_str(json: &str, source_name: Option<&str>) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(json);
-        let cfg: Self = serde_path_to_error::deserialize(de).map_err(|e| Error::ConfigParse {
+        let parse_err = |reason: String| Error::ConfigParse {
             path: source_name.unwrap_or("<string>").into(),
-            reason: format!("`{}`: {}", e.path(), e.inner()),
-        })?;
+            reason,
+        };
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| parse_err(format!("`{}`: {}", e.path(), e.inner())))?;
+        let mut derived = Vec::new();
+        for key in map.keys().cloned().collect::<Vec<_>>() {
+            if FIELDS.contains(&key.as_str()) {
+                continue;
+            }
+            let value = map.remove(&key).unwrap_or_default();
+            if DERIVED_KEYS.contains(&key.as_str()) {
+                derived.push((key, value));
+            } else if !DESCRIPTIVE_KEYS.contains(&key.as_str()) {
+                let closest = FIELDS
+                    .iter()
+                    .chain(DERIVED_KEYS)
+                    .min_by_key(|k| edit_distance(&key, k))
+                    .filter(|k| edit_distance(&key, k) <= 1 + key.len() / 3)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                return Err(parse_err(format!(
+                    "unknown key `{key}`{closest}; known keys: {}",
+                    FIELDS.join(", ")
+                )));
+            }
+        }
+        let cfg: Self = serde_path_to_error::deserialize(serde_json::Value::Object(map))
+            .map_err(|e| parse_err(format!("`{}`: {}", e.path(), e.inner())))?;
         cfg.validate(source_name)?;
+        for (key, value) in derived {
+            cfg.check_derived(&key, &value, source_name)?;
+        }
         Ok(cfg)
+    }
+
+    fn check_derived(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        source_name: Option<&str>,
+    ) -> Result<()> {
+        let g = self.pos_grid();
+        let scale = (self.head_dim() as f64).powf(-0.5);
+        let (ok, expected) = match key {
+            "mlp_hidden_dim" => (
+                value.as_u64() == Some(self.mlp_hidden_dim() as u64),
+                self.mlp_hidden_dim().to_string(),
+            ),
+            "head_dim" => (
+                value.as_u64() == Some(self.head_dim() as u64),
+                self.head_dim().to_string(),
+            ),
+            "num_patches" => (value.as_u64() == Some((g * g) as u64), (g * g).to_string()),
+            "num_tokens" => (
+                value.as_u64() == Some((g * g + 1) as u64),
+                (g * g + 1).to_string(),
+            ),
+            "num_classes" => (
+                value.as_u64() == Some(0),
+                "0 (no classification head: the embedding is the CLS token)".into(),
+            ),
+            "attn_scale" | "qk_scale" => (
+                value.is_null()
+                    || value
+                        .as_f64()
+                        .is_some_and(|v| (v - scale).abs() <= 1e-6 * scale),
+                format!(
+                    "{scale} (head_dim^-0.5){}",
+                    if key == "qk_scale" { " or null" } else { "" }
+                ),
+            ),
+            _ => (true, String::new()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config {
+                source_name: source_name.map(str::to_string),
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: format!("{expected}, as derived from the other keys"),
+            })
+        }
+    }
+
+    /// Number of parameters (`None` on overflow).
+    pub fn num_parameters(&self) -> Option<u64> {
+        let (e, h, p, c) = (
+            self.embed_dim as u64,
+            self.mlp_hidden_dim() as u64,
+            self.patch_size as u64,
+            self.in_chans as u64,
+        );
+        let g = self.pos_grid() as u64;
+        let per_block = e
+            .checked_mul(e)?
+            .checked_mul(4)?
+            .checked_add(e.checked_mul(h)?.checked_mul(2)?)?
+            .checked_add(h.checked_add(e.checked_mul(if self.layer_scale {
+                11
+            } else {
+                9
+            })?)?)?;
+        let stem = g
+            .checked_mul(g)?
+            .checked_add(3)?
+            .checked_mul(e)?
+            .checked_add(e.checked_mul(c)?.checked_mul(p)?.checked_mul(p)?)?;
+        per_block
+            .checked_mul(self.depth as u64)?
+            .checked_add(stem)?
+            .checked_add(2 * e)
     }
 
     /// Reads a JSON architecture config file.
@@ -229,6 +409,24 @@ impl VitConfig {
                 self.interpolate_offset.to_string(),
                 "a number in [0, 1)",
             ));
+        }
+        // The weights are held twice while loading (file values + backbone tensors), f32.
+        let bytes = self.num_parameters().and_then(|n| n.checked_mul(8));
+        if let Some((needed, available)) = crate::memory::exceeds(bytes) {
+            return Err(Error::TooLarge {
+                source_name: source_name.map(str::to_string),
+                what: format!(
+                    "{} parameters (embed_dim {}, depth {}, img_size {} / patch_size {})",
+                    self.num_parameters()
+                        .map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+                    self.embed_dim,
+                    self.depth,
+                    self.img_size,
+                    self.patch_size
+                ),
+                needed,
+                available,
+            });
         }
         Ok(())
     }

@@ -35,6 +35,17 @@ pub enum KeyProblem {
         /// Data type found in the file.
         found: String,
     },
+    /// The tensor holds NaN or infinite values (features would be NaN).
+    NonFinite {
+        /// State-dict key.
+        key: String,
+        /// How many values are not finite.
+        count: usize,
+        /// Flat index of the first one.
+        first: usize,
+        /// That value.
+        value: f32,
+    },
 }
 
 impl std::fmt::Display for KeyProblem {
@@ -58,6 +69,15 @@ impl std::fmt::Display for KeyProblem {
             KeyProblem::DType { key, found } => write!(
                 f,
                 "key `{key}`: dtype {found} is not supported (expected F32, F16, BF16 or F64)"
+            ),
+            KeyProblem::NonFinite {
+                key,
+                count,
+                first,
+                value,
+            } => write!(
+                f,
+                "key `{key}`: {count} non-finite value(s), the first ({value}) at flat index {first} (expected finite weights)"
             ),
         }
     }
@@ -112,6 +132,18 @@ pub enum Error {
         value: String,
         /// What was expected.
         expected: String,
+    },
+    /// An architecture too large for the memory of this machine.
+    #[error("architecture config{}: {what} would need {needed} of memory but {available} is available", source_name.as_ref().map(|s| format!(" {s}")).unwrap_or_default())]
+    TooLarge {
+        /// Config file or preset name, when known.
+        source_name: Option<String>,
+        /// What is too large (with the settings that make it so).
+        what: String,
+        /// Bytes needed, as text.
+        needed: String,
+        /// Bytes available, as text.
+        available: String,
     },
     /// An architecture config file could not be parsed.
     #[error("cannot parse architecture config {path}: {reason}")]

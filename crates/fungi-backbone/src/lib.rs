@@ -27,6 +27,7 @@ mod config;
 mod error;
 mod layer_norm;
 mod linear;
+pub mod memory;
 mod mlp;
 mod patch_embed;
 pub mod pos_embed;

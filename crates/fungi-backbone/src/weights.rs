@@ -94,7 +94,9 @@ impl StateDict {
                     .collect()),
                 Dtype::F64 => Ok(raw
                     .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .map(|c| {
+                        f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                    })
                     .collect()),
                 other => Err(format!("{other:?}")),
             };
@@ -164,7 +166,18 @@ impl StateDict {
                     key: key.clone(),
                     found: dt.clone(),
                 }),
-                Some(_) => {}
+                Some(RawTensor { data: Ok(v), .. }) => {
+                    let count = v.iter().filter(|x| !x.is_finite()).count();
+                    if count > 0 {
+                        let first = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+                        problems.push(KeyProblem::NonFinite {
+                            key: key.clone(),
+                            count,
+                            first,
+                            value: v[first],
+                        });
+                    }
+                }
             }
         }
         let known: std::collections::HashSet<&str> =
@@ -215,9 +228,13 @@ struct Loader<'a, B: Backend> {
 }
 
 impl<B: Backend> Loader<'_, B> {
+    /// Values and shape of a key that [`StateDict::check`] has found present and readable.
     fn data(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
-        let t = &self.sd.tensors[key];
-        (t.data.clone().expect("checked"), t.shape.clone())
+        match self.sd.tensors.get(key) {
+            Some(RawTensor { data: Ok(v), shape }) => (v.clone(), shape.clone()),
+            // Unreachable after `check`; an empty tensor then fails loudly in Burn's shape check.
+            _ => (Vec::new(), vec![0]),
+        }
     }
     fn tensor<const D: usize>(&self, key: &str) -> Param<Tensor<B, D>> {
         let (v, s) = self.data(key);

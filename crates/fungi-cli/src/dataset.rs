@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::images::{is_image, list_images};
+use crate::images::{is_image, list_images, walk, ListingProblem};
 
 /// The images of a run, in dataset order (global index = position).
 #[derive(Debug, Clone)]
@@ -19,38 +19,81 @@ pub struct Dataset {
     pub labels: Option<Vec<i64>>,
     /// Class names (ImageFolder), index = label.
     pub classes: Vec<String>,
+    /// Entries that could not be listed (symlink loops, unreadable folders), when not strict.
+    pub problems: Vec<ListingProblem>,
 }
 
 impl Dataset {
     /// `path`: a directory (ImageFolder when it holds only sub-directories with images, else a
     /// plain folder walked recursively) or a text file listing image paths (relative to the list).
     /// `labels_csv`: optional `path,label` lines (paths as listed or relative to the root).
-    pub fn load(path: &Path, labels_csv: Option<&Path>) -> Result<Self> {
+    /// With `strict`, an entry that cannot be listed is an error; otherwise it is recorded in
+    /// [`Dataset::problems`].
+    ///
+    /// A directory holding class folders with images *and* images at its top level is refused
+    /// (naming the stray files): it is neither a clean ImageFolder nor meant as unlabelled.
+    pub fn load(path: &Path, labels_csv: Option<&Path>, strict: bool) -> Result<Self> {
         let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
         let mut ds = if meta.is_dir() {
             let mut subdirs: Vec<PathBuf> = Vec::new();
-            let mut top_images = false;
+            let mut top_images: Vec<PathBuf> = Vec::new();
             for e in
                 std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
             {
-                let p = e?.path();
+                let p = e
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .path();
                 if p.is_dir() {
                     subdirs.push(p);
                 } else if is_image(&p) {
-                    top_images = true;
+                    top_images.push(p);
                 }
             }
             subdirs.sort();
-            if !subdirs.is_empty() && !top_images {
+            top_images.sort();
+            let mut per_class = Vec::new();
+            let mut problems = Vec::new();
+            for dir in &subdirs {
+                let (f, p) = walk(dir, strict)?;
+                per_class.push(f);
+                problems.extend(p);
+            }
+            let class_images: usize = per_class.iter().map(Vec::len).sum();
+            if class_images > 0 && !top_images.is_empty() {
+                let names: Vec<String> = top_images
+                    .iter()
+                    .take(5)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                bail!(
+                    "{} looks like an ImageFolder (class folders with images: {}) but also holds {} image(s) at its top level ({}{}): move them into a class folder for a labelled dataset, or pass a text file listing the images (--images list.txt) for an unlabelled one",
+                    path.display(),
+                    subdirs
+                        .iter()
+                        .zip(&per_class)
+                        .filter(|(_, f)| !f.is_empty())
+                        .filter_map(|(d, _)| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    top_images.len(),
+                    names.join(", "),
+                    if top_images.len() > 5 { ", ..." } else { "" }
+                );
+            }
+            if !subdirs.is_empty() && top_images.is_empty() {
                 // torchvision ImageFolder: sorted class folders, files sorted within each.
                 let mut files = Vec::new();
                 let mut labels = Vec::new();
                 let mut classes = Vec::new();
-                for (c, dir) in subdirs.iter().enumerate() {
-                    let f = list_images(std::slice::from_ref(dir)).unwrap_or_default();
+                for (c, (dir, f)) in subdirs.iter().zip(per_class).enumerate() {
                     labels.extend(std::iter::repeat_n(c as i64, f.len()));
                     files.extend(f);
-                    classes.push(dir.file_name().unwrap().to_string_lossy().into_owned());
+                    classes.push(
+                        dir.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    );
                 }
                 if files.is_empty() {
                     bail!("no images found under {}", path.display());
@@ -60,13 +103,16 @@ impl Dataset {
                     files,
                     labels: Some(labels),
                     classes,
+                    problems,
                 }
             } else {
+                let (files, problems) = list_images(&[path.to_path_buf()], strict)?;
                 Dataset {
                     root: path.to_path_buf(),
-                    files: list_images(&[path.to_path_buf()])?,
+                    files,
                     labels: None,
                     classes: vec![],
+                    problems,
                 }
             }
         } else {
@@ -87,6 +133,7 @@ impl Dataset {
                 files,
                 labels: None,
                 classes: vec![],
+                problems: vec![],
             }
         };
         if let Some(csv) = labels_csv {

@@ -73,8 +73,15 @@ pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let config = VitConfig::from_preset_or_file(&args.arch)?;
+    if config.in_chans != 3 {
+        bail!(
+            "{}: in_chans = {}: images are fed as RGB, so the architecture must take 3 input channels",
+            args.arch,
+            config.in_chans
+        );
+    }
     let model = Vit::<B>::from_file(&config, &args.weights, device)?;
-    let files = list_images(&args.images)?;
+    let (files, problems) = list_images(&args.images, args.on_error == OnError::Fail)?;
     tracing::info!(images = files.len(), arch = %args.arch, "embedding");
     let opts = DecodeOptions {
         apply_exif_orientation: args.apply_exif_orientation,
@@ -84,7 +91,10 @@ pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
     let e = config.embed_dim;
     let mut rows: Vec<f32> = Vec::with_capacity(files.len() * e);
     let mut kept: Vec<PathBuf> = Vec::new();
-    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    let mut skipped: Vec<(PathBuf, String)> = problems
+        .into_iter()
+        .map(|p| (PathBuf::from(p.path), format!("not listed: {}", p.error)))
+        .collect();
     let bar = progress_bar(files.len() as u64, "embed");
     for chunk in files.chunks(args.batch_size) {
         let views: Vec<(PathBuf, ViewResult)> = chunk
@@ -110,20 +120,33 @@ pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
         let mut group_hw = (0, 0);
         let mut flush = |group: &mut Vec<(PathBuf, Vec<f32>)>, hw: (usize, usize)| {
             if group.is_empty() {
-                return;
+                return Ok(());
             }
             let n = group.len();
             let data: Vec<f32> = group.iter().flat_map(|(_, v)| v.iter().copied()).collect();
             let x = Tensor::<B, 4>::from_data(TensorData::new(data, [n, 3, hw.0, hw.1]), device);
-            let emb = model.forward(x).into_data().convert::<f32>();
-            rows.extend(emb.into_vec::<f32>().expect("f32 data"));
+            let emb: Vec<f32> = model
+                .forward(x)
+                .into_data()
+                .convert::<f32>()
+                .iter::<f32>()
+                .collect();
+            if let Some(i) = emb.iter().position(|v| !v.is_finite()) {
+                return Err(anyhow::anyhow!(
+                    "the embedding of {} is not finite ({}): refusing to write NaN/Inf (check the weights)",
+                    group[i / e].0.display(),
+                    emb[i]
+                ));
+            }
+            rows.extend(emb);
             kept.extend(group.drain(..).map(|(p, _)| p));
+            Ok(())
         };
         for (path, r) in views {
             match r {
                 Ok((h, w, v)) => {
                     if (h, w) != group_hw {
-                        flush(&mut group, group_hw);
+                        flush(&mut group, group_hw)?;
                         group_hw = (h, w);
                     }
                     group.push((path, v));
@@ -134,7 +157,7 @@ pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
                         skipped.push((path, msg));
                     }
                     OnError::Fail => {
-                        flush(&mut group, group_hw);
+                        flush(&mut group, group_hw)?;
                         let partial = sidecar(&args.out, ".partial.npy");
                         npy::write_f32(&partial, &[kept.len(), e], &rows)?;
                         write_list(&sidecar(&args.out, ".partial.files.txt"), &kept)?;
@@ -148,7 +171,7 @@ pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
                 },
             }
         }
-        flush(&mut group, group_hw);
+        flush(&mut group, group_hw)?;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

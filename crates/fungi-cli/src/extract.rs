@@ -12,18 +12,20 @@
 //! resumed or sharded run computes every image in exactly the same batch as an uninterrupted one:
 //! outputs are byte-identical.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use fungi::backbone::{Vit, VitConfig};
+use fungi::core::tensor_file::{self, TensorBytes};
 use fungi::FungiConfig;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::Dataset;
+use crate::images::ListingProblem;
 use crate::{npy, progress_bar, OnError};
 
 /// Output format of the features.
@@ -129,8 +131,6 @@ pub struct RunIdentity {
     pub chunk_size: usize,
     /// Output format.
     pub format: Format,
-    /// Bad-image policy.
-    pub on_error: String,
 }
 
 /// A block of the feature vector.
@@ -172,6 +172,14 @@ pub struct Manifest {
     pub shard: Option<(usize, usize)>,
     /// Images skipped by `--on-error skip`.
     pub skipped: Vec<Skipped>,
+    /// Training images skipped by the objectives' setup (SimCLR negatives, DeepCluster memory
+    /// bank) under `--on-error skip`.
+    #[serde(default)]
+    pub setup_skipped: Vec<Skipped>,
+    /// Entries of the dataset folder that could not be listed (symlink loops, unreadable
+    /// folders) under `--on-error skip`.
+    #[serde(default)]
+    pub not_listed: Vec<ListingProblem>,
     /// Files written.
     pub files: Vec<String>,
 }
@@ -182,7 +190,9 @@ pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -195,7 +205,13 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     let (i, n) = if s == "auto" {
         let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
         match (env("SLURM_ARRAY_TASK_ID"), env("SLURM_ARRAY_TASK_COUNT"), env("JOB_COMPLETION_INDEX"), env("FUNGI_NUM_SHARDS")) {
-            (Some(i), Some(n), _, _) => (i - env("SLURM_ARRAY_TASK_MIN").unwrap_or(0), n),
+            (Some(i), Some(n), _, _) => {
+                let min = env("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
+                let i = i.checked_sub(min).with_context(|| {
+                    format!("--shard auto: SLURM_ARRAY_TASK_ID {i} is below SLURM_ARRAY_TASK_MIN {min}")
+                })?;
+                (i, n)
+            }
             (_, _, Some(i), Some(n)) => (i, n),
             _ => bail!("--shard auto: set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (Slurm arrays), or JOB_COMPLETION_INDEX and FUNGI_NUM_SHARDS (Kubernetes Indexed Jobs)"),
         }
@@ -235,62 +251,78 @@ struct Chunk {
 }
 
 fn write_chunk(path: &Path, ch: &Chunk, dim: usize) -> Result<()> {
-    let f: Vec<u8> = ch.features.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let i: Vec<u8> = ch.indices.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let l: Vec<u8> = ch.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
     let n = ch.indices.len();
-    let mut views = vec![
-        (
-            "features".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, dim], &f)?,
-        ),
-        (
-            "indices".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![n], &i)?,
-        ),
+    let mut tensors = vec![
+        TensorBytes::f32("features", vec![n, dim], &ch.features),
+        TensorBytes::i64("indices", vec![n], &ch.indices),
     ];
     if !ch.labels.is_empty() {
-        views.push((
-            "labels".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![n], &l)?,
-        ));
+        tensors.push(TensorBytes::i64("labels", vec![n], &ch.labels));
     }
-    let meta = HashMap::from([("skipped".to_string(), serde_json::to_string(&ch.skipped)?)]);
-    let tmp = path.with_extension("tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp)?;
-    std::fs::rename(&tmp, path)?;
+    let meta = BTreeMap::from([("skipped".to_string(), serde_json::to_string(&ch.skipped)?)]);
+    tensor_file::write_atomic(path, &tensors, &meta)?;
     Ok(())
 }
 
-fn read_chunk(path: &Path) -> Result<Chunk> {
+/// Reads a finished chunk back, checking that it is whole and consistent: a damaged chunk is an
+/// error naming it (delete it and `--resume` to recompute just that chunk).
+fn read_chunk(path: &Path, dim: usize, range: std::ops::Range<usize>) -> Result<Chunk> {
+    let damaged = |what: String| {
+        anyhow::anyhow!(
+            "{}: damaged chunk ({what}); delete it and rerun with --resume to recompute it",
+            path.display()
+        )
+    };
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: corrupt chunk", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
-    let skipped = serde_json::from_str(
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| damaged(e.to_string()))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| damaged(e.to_string()))?;
+    let skipped: Vec<Skipped> = serde_json::from_str(
         meta.metadata()
             .as_ref()
             .and_then(|m| m.get("skipped"))
             .map(String::as_str)
             .unwrap_or("[]"),
-    )?;
-    let f32s = |b: &[u8]| {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect::<Vec<f32>>()
+    )
+    .map_err(|e| damaged(format!("`skipped` metadata: {e}")))?;
+    let tensor = |name: &str| {
+        st.tensor(name)
+            .map_err(|e| damaged(format!("`{name}`: {e}")))
     };
-    let i64s = |b: &[u8]| {
-        b.chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect::<Vec<i64>>()
+    let features = tensor_file::read_f32(path, "features", &tensor("features")?)?;
+    let indices = tensor_file::read_i64(path, "indices", &tensor("indices")?)?;
+    let labels = match st.tensor("labels") {
+        Ok(t) => tensor_file::read_i64(path, "labels", &t)?,
+        Err(_) => vec![],
     };
+    let n = indices.len();
+    if features.len() != n * dim || (!labels.is_empty() && labels.len() != n) {
+        return Err(damaged(format!(
+            "{} feature values and {} labels for {n} rows of width {dim}",
+            features.len(),
+            labels.len()
+        )));
+    }
+    if let Some(i) = indices
+        .iter()
+        .find(|&&i| i < 0 || !range.contains(&(i as usize)))
+    {
+        return Err(damaged(format!("index {i} outside {range:?}")));
+    }
+    if n + skipped.len() != range.len() {
+        return Err(damaged(format!(
+            "{n} rows + {} skipped for {} images",
+            skipped.len(),
+            range.len()
+        )));
+    }
+    if let Some(v) = features.iter().find(|v| !v.is_finite()) {
+        return Err(damaged(format!("non-finite feature {v}")));
+    }
     Ok(Chunk {
-        features: f32s(st.tensor("features")?.data()),
-        indices: i64s(st.tensor("indices")?.data()),
-        labels: st
-            .tensor("labels")
-            .map(|t| i64s(t.data()))
-            .unwrap_or_default(),
+        features,
+        indices,
+        labels,
         skipped,
     })
 }
@@ -358,16 +390,34 @@ fn write_hdf5(
     bail!("--format hdf5 needs a build with `--features hdf5` (and Debian's libhdf5-dev)")
 }
 
-/// Writes the final outputs of chunks `[a, b)` and the manifest.
+/// Global indices of chunk `c`: `[c·C, min((c+1)·C, N))`.
+pub(crate) fn chunk_range(run: &RunIdentity, c: usize) -> std::ops::Range<usize> {
+    let start = c.saturating_mul(run.chunk_size).min(run.dataset_len);
+    start
+        ..c.saturating_add(1)
+            .saturating_mul(run.chunk_size)
+            .min(run.dataset_len)
+}
+
+/// What a run reports next to its rows: setup skips and unlisted entries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Extras {
+    pub setup_skipped: Vec<Skipped>,
+    pub not_listed: Vec<ListingProblem>,
+}
+
+/// Writes the final outputs of chunks `[a, b)` and the manifest (each file atomically; the
+/// manifest last, so a manifest always describes complete files).
 pub(crate) fn finish(
     out: &Path,
     run: &RunIdentity,
     blocks: &[BlockInfo],
     (a, b): (usize, usize),
-    total: usize,
     shard: Option<(usize, usize)>,
     chunk_dirs: &[PathBuf],
+    extras: &Extras,
 ) -> Result<Manifest> {
+    let total = run.dataset_len.div_ceil(run.chunk_size.max(1));
     let dim: usize = blocks.iter().map(|b| b.dim).sum();
     let (mut features, mut indices, mut labels, mut skipped) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -376,8 +426,17 @@ pub(crate) fn finish(
             .iter()
             .map(|d| chunk_path(d, c))
             .find(|p| p.exists())
-            .with_context(|| format!("chunk {c} is missing"))?;
-        let ch = read_chunk(&p)?;
+            .with_context(|| {
+                format!(
+                    "chunk {c} is missing (looked for chunk-{c:06}.safetensors in {})",
+                    chunk_dirs
+                        .iter()
+                        .map(|d| d.join("chunks").display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let ch = read_chunk(&p, dim, chunk_range(run, c))?;
         features.extend(ch.features);
         indices.extend(ch.indices);
         labels.extend(ch.labels);
@@ -396,50 +455,28 @@ pub(crate) fn finish(
             }
         }
         Format::Safetensors => {
-            let mut bufs: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = blocks
+            let mut tensors: Vec<TensorBytes> = blocks
                 .iter()
                 .map(|bl| {
-                    let data: Vec<u8> = (0..n)
+                    let data: Vec<f32> = (0..n)
                         .flat_map(|r| {
                             features[r * dim + bl.offset..r * dim + bl.offset + bl.dim]
                                 .iter()
-                                .flat_map(|v| v.to_le_bytes())
+                                .copied()
                         })
                         .collect();
-                    (
-                        bl.name.clone(),
-                        safetensors::Dtype::F32,
-                        vec![n, bl.dim],
-                        data,
-                    )
+                    TensorBytes::f32(bl.name.clone(), vec![n, bl.dim], &data)
                 })
                 .collect();
-            bufs.push((
-                "indices".into(),
-                safetensors::Dtype::I64,
-                vec![n],
-                indices.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ));
+            tensors.push(TensorBytes::i64("indices", vec![n], &indices));
             if !labels.is_empty() {
-                bufs.push((
-                    "labels".into(),
-                    safetensors::Dtype::I64,
-                    vec![n],
-                    labels.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
+                tensors.push(TensorBytes::i64("labels", vec![n], &labels));
             }
-            let views: Vec<_> = bufs
-                .iter()
-                .map(|(k, dt, s, b)| {
-                    (
-                        k.clone(),
-                        safetensors::tensor::TensorView::new(*dt, s.clone(), b).expect("sizes"),
-                    )
-                })
-                .collect();
-            let tmp = out.join("features.safetensors.tmp");
-            safetensors::serialize_to_file(views, None, &tmp)?;
-            std::fs::rename(&tmp, out.join("features.safetensors"))?;
+            tensor_file::write_atomic(
+                &out.join("features.safetensors"),
+                &tensors,
+                &BTreeMap::new(),
+            )?;
             files.push("features.safetensors".into());
         }
         Format::Hdf5 => {
@@ -456,16 +493,106 @@ pub(crate) fn finish(
         total_chunks: total,
         shard,
         skipped,
+        setup_skipped: extras.setup_skipped.clone(),
+        not_listed: extras.not_listed.clone(),
         files,
     };
-    let tmp = out.join("manifest.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")?;
-    std::fs::rename(&tmp, out.join("manifest.json"))?;
+    tensor_file::write_bytes_atomic(
+        &out.join("manifest.json"),
+        (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
+    )?;
     Ok(manifest)
 }
 
+/// Whether `a` and `b` name the same file (also when `b` does not exist yet).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    fn resolve(p: &Path) -> Option<PathBuf> {
+        if let Ok(c) = std::fs::canonicalize(p) {
+            return Some(c);
+        }
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+    }
+    match (resolve(a), resolve(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// One batch of decoded images: `(global index, image or the reason it could not be read)`.
+type Decoded = Vec<(usize, std::result::Result<fungi::aug::RgbImage, String>)>;
+
+/// What is in `--out` before this command touches it.
+struct Existing {
+    run: Option<RunIdentity>,
+    finished_chunks: usize,
+    manifest: Option<Manifest>,
+}
+
+fn inspect_out(out: &Path) -> Result<Existing> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {}: exists and is not a directory", out.display());
+    }
+    let run_path = out.join("run.json");
+    let run = if run_path.exists() {
+        let text = std::fs::read_to_string(&run_path)
+            .with_context(|| format!("reading {}", run_path.display()))?;
+        Some(serde_json::from_str::<RunIdentity>(&text).with_context(|| {
+            format!(
+                "{}: not a fungi run identity (damaged? it records the settings of the run in {})",
+                run_path.display(),
+                out.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let finished_chunks = std::fs::read_dir(out.join("chunks"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("chunk-") && n.ends_with(".safetensors")
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    let manifest_path = out.join("manifest.json");
+    let manifest = if manifest_path.exists() {
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        serde_json::from_str::<Manifest>(&text).ok()
+    } else {
+        None
+    };
+    Ok(Existing {
+        run,
+        finished_chunks,
+        manifest,
+    })
+}
+
+/// `--resume` refusal naming every setting that differs.
+fn identity_differences(recorded: &RunIdentity, now: &RunIdentity) -> Result<Vec<String>> {
+    Ok(fungi::core::extractor::json_differences(
+        &serde_json::to_value(recorded)?,
+        &serde_json::to_value(now)?,
+    ))
+}
+
 /// Runs `fungi extract` on backend `B`.
+///
+/// Everything is validated — arguments, configuration, dataset, weights, state, and the run
+/// already in `--out` — before anything in `--out` is written, so a refused command leaves
+/// finished chunks, the state and the outputs as they were.
 pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result<()> {
+    if args.chunk_size == 0 {
+        bail!("--chunk-size 0: expected at least 1 image per chunk");
+    }
     let cfg = match (&args.config, args.preset) {
         (Some(p), _) => FungiConfig::from_file(p)?,
         (None, Some(PresetArg::Paper)) => FungiConfig::preset(fungi::Preset::Paper),
@@ -473,54 +600,129 @@ pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result
             FungiConfig::preset(fungi::Preset::Fungivision)
         }
     };
+    let bs = cfg.batch_size;
+    let chunk = args
+        .chunk_size
+        .div_ceil(bs)
+        .checked_mul(bs)
+        .filter(|&c| c <= isize::MAX as usize / 8)
+        .with_context(|| {
+            format!(
+                "--chunk-size {}: too large (at most {} images per chunk)",
+                args.chunk_size,
+                isize::MAX as usize / 8 / bs * bs
+            )
+        })?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let ds = Dataset::load(&args.images, args.labels.as_deref())?;
+    let state_path = args.out.join("state.safetensors");
+    if let (Some(s), Some(p)) = (&args.state, &args.save_state) {
+        if same_file(s, p) {
+            bail!(
+                "--save-state {} is the --state file itself: nothing to save (drop --save-state)",
+                p.display()
+            );
+        }
+    }
+    let strict = args.on_error == OnError::Fail;
+    let ds = Dataset::load(&args.images, args.labels.as_deref(), strict)?;
     let arch = VitConfig::from_preset_or_file(&args.arch)?;
+    if arch.in_chans != 3 {
+        bail!(
+            "{}: in_chans = {}: every view is an RGB image, so the architecture must take 3 input channels",
+            args.arch,
+            arch.in_chans
+        );
+    }
     let weights_sha256 = sha256_file(&args.weights)?;
     let vit = Vit::<B>::from_file(&arch, &args.weights, device)?;
     let mut ex = cfg.build(vit)?;
-    let bs = cfg.batch_size;
-    let chunk = args.chunk_size.max(1).div_ceil(bs) * bs;
-    std::fs::create_dir_all(args.out.join("chunks"))
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let opts = fungi::aug::DecodeOptions {
-        apply_exif_orientation: args.apply_exif_orientation,
-        ..Default::default()
+    let total = ds.len().div_ceil(chunk);
+    let (a, b) = match shard {
+        Some((i, n)) => shard_chunks(i, n, total),
+        None => (0, total),
     };
-    let load =
-        |i: usize| fungi::aug::decode_rgb(&ds.files[i], &opts).map_err(fungi::core::Error::from);
 
-    // The state: given, kept from an interrupted run, or made now (SimCLR negatives from this set).
-    let state_path = args.out.join("state.safetensors");
-    let run_path = args.out.join("run.json");
-    if run_path.exists() && !args.resume {
+    // What `--out` holds now; nothing in it is written until every check has passed.
+    let existing = inspect_out(&args.out)?;
+    let computed = existing.finished_chunks > 0 || existing.manifest.is_some();
+    if existing.run.is_some() && computed && !args.resume {
         bail!(
-            "{} already holds a run: pass --resume to continue it, or choose another --out",
-            args.out.display()
+            "{} already holds a run ({} finished chunk(s){}): pass --resume to continue it, or choose another --out",
+            args.out.display(),
+            existing.finished_chunks,
+            if existing.manifest.is_some() { ", final outputs" } else { "" }
         );
     }
-    if let Some(s) = &args.state {
-        ex.load_state(s)?;
-        if s != &state_path {
-            std::fs::copy(s, &state_path)
-                .with_context(|| format!("copying {} into {}", s.display(), args.out.display()))?;
+    if existing.run.is_none() && args.out.is_dir() {
+        let entries: Vec<String> = std::fs::read_dir(&args.out)
+            .with_context(|| format!("reading {}", args.out.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "chunks")
+            .take(5)
+            .collect();
+        if !entries.is_empty() || existing.finished_chunks > 0 {
+            bail!(
+                "--out {} is not empty and holds no fungi run (found {}): choose a new or empty directory",
+                args.out.display(),
+                if entries.is_empty() { "chunk files".to_string() } else { entries.join(", ") }
+            );
         }
-    } else if args.resume && state_path.exists() {
-        ex.load_state(&state_path)?;
+    }
+    // A run.json with nothing computed (a start that failed or was killed before its first
+    // chunk) does not block a new run: there is nothing to lose.
+    let resuming = existing.run.is_some() && computed;
+
+    // The state: given, kept from the run being resumed, or made now.
+    let setup_skipped = std::sync::Mutex::new(Vec::<Skipped>::new());
+    let state_bytes: Vec<u8> = if let Some(s) = &args.state {
+        let bytes = std::fs::read(s).with_context(|| format!("reading --state {}", s.display()))?;
+        ex.load_state_bytes(&bytes, s)?;
+        bytes
+    } else if resuming && state_path.exists() {
+        let bytes = std::fs::read(&state_path)
+            .with_context(|| format!("reading {}", state_path.display()))?;
+        ex.load_state_bytes(&bytes, &state_path)?;
+        bytes
     } else {
+        let opts = fungi::aug::DecodeOptions {
+            apply_exif_orientation: args.apply_exif_orientation,
+            ..Default::default()
+        };
+        let load = |i: usize| {
+            fungi::aug::decode_rgb(&ds.files[i], &opts).map_err(fungi::core::Error::from)
+        };
         let bar = progress_bar(0, "setup");
         let progress = |what: &str, done: usize, total: usize| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.set_prefix(what.to_string());
         };
-        ex.setup_with_progress(ds.len(), &load, Some(&progress))?;
+        let skip = |i: usize, e: &fungi::core::Error| {
+            tracing::warn!("setup: skipping {}: {e}", ds.files[i].display());
+            if let Ok(mut v) = setup_skipped.lock() {
+                v.push(Skipped {
+                    index: i,
+                    file: ds.relative(i),
+                    error: e.to_string(),
+                });
+            }
+        };
+        let skip_fn: Option<fungi::core::extractor::SkipFn<'_>> = match args.on_error {
+            OnError::Skip => Some(&skip),
+            OnError::Fail => None,
+        };
+        ex.setup_with(ds.len(), &load, Some(&progress), skip_fn)
+            .map_err(|e| match (&e, args.on_error) {
+                (fungi::core::Error::Image(_), OnError::Fail) => anyhow::anyhow!(
+                    "{e}\n(setup reads training images for the objectives; nothing was written to {}: replace the file with a readable image, or rerun with --on-error skip)",
+                    args.out.display()
+                ),
+                _ => anyhow::Error::from(e),
+            })?;
         bar.finish_and_clear();
-        ex.save_state(&state_path)?;
-    }
-    if let Some(p) = &args.save_state {
-        std::fs::copy(&state_path, p).with_context(|| format!("writing {}", p.display()))?;
-    }
+        ex.state_bytes(&state_path)?
+    };
     let run = RunIdentity {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         config: cfg.clone(),
@@ -529,27 +731,64 @@ pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result
         dataset_sha256: ds.listing_hash(),
         dataset_len: ds.len(),
         classes: ds.classes.clone(),
-        state_sha256: sha256_file(&state_path)?,
+        state_sha256: format!("{:x}", Sha256::digest(&state_bytes)),
         projection_fingerprint: ex.projection().fingerprint(),
         chunk_size: chunk,
         format: args.format,
-        on_error: format!("{:?}", args.on_error).to_lowercase(),
     };
-    if run_path.exists() {
-        let prev: RunIdentity = serde_json::from_str(&std::fs::read_to_string(&run_path)?)
-            .with_context(|| format!("reading {}", run_path.display()))?;
-        if prev != run {
-            bail!("--resume: {} was started with different settings (config, weights, dataset, state or chunking); refusing to mix them", run_path.display());
+    if resuming {
+        if let Some(prev) = &existing.run {
+            let d = identity_differences(prev, &run)?;
+            if !d.is_empty() {
+                bail!(
+                    "--resume: this command differs from the run recorded in {} (expected = recorded, found = now):\n  {}\nnothing was changed; resume with the original settings, or choose another --out",
+                    args.out.join("run.json").display(),
+                    d.join("\n  ")
+                );
+            }
         }
-    } else {
-        std::fs::write(&run_path, serde_json::to_string_pretty(&run)? + "\n")?;
+        if let Some(m) = &existing.manifest {
+            if m.run == run && m.chunks == (a, b) && m.shard == shard {
+                eprintln!(
+                    "{} is already complete ({} rows): nothing to do",
+                    args.out.display(),
+                    m.rows
+                );
+                return Ok(());
+            }
+        }
     }
 
-    let total = ds.len().div_ceil(chunk);
-    let (a, b) = match shard {
-        Some((i, n)) => shard_chunks(i, n, total),
-        None => (0, total),
-    };
+    // Every check passed: write the state and the run identity, then the chunks.
+    std::fs::create_dir_all(args.out.join("chunks"))
+        .with_context(|| format!("creating {}", args.out.join("chunks").display()))?;
+    // run.json first: if the state write fails, the next run finds a start with nothing
+    // computed, which never blocks it.
+    tensor_file::write_bytes_atomic(
+        &args.out.join("run.json"),
+        (serde_json::to_string_pretty(&run)? + "\n").as_bytes(),
+    )?;
+    if std::fs::read(&state_path).ok().as_deref() != Some(&state_bytes[..]) {
+        tensor_file::write_bytes_atomic(&state_path, &state_bytes)?;
+    }
+    let setup_skipped = setup_skipped.into_inner().unwrap_or_default();
+    let setup_file = args.out.join("setup-skipped.json");
+    if !setup_skipped.is_empty() {
+        tensor_file::write_bytes_atomic(
+            &setup_file,
+            serde_json::to_string_pretty(&setup_skipped)?.as_bytes(),
+        )?;
+    } else if !(resuming && args.state.is_none()) {
+        // No setup skips in this run's state (a stale list from an abandoned start goes).
+        let _ = std::fs::remove_file(&setup_file);
+    }
+    if let Some(p) = &args.save_state {
+        if !same_file(p, &state_path) {
+            tensor_file::write_bytes_atomic(p, &state_bytes)
+                .with_context(|| format!("--save-state {}", p.display()))?;
+        }
+    }
+
     let dims = ex.block_dims();
     let mut off = 0;
     let blocks: Vec<BlockInfo> = ex
@@ -570,10 +809,7 @@ pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result
     let todo: Vec<usize> = (a..b)
         .filter(|&c| !chunk_path(&args.out, c).exists())
         .collect();
-    let n_todo: usize = todo
-        .iter()
-        .map(|&c| (ds.len().min((c + 1) * chunk)) - c * chunk)
-        .sum();
+    let n_todo: usize = todo.iter().map(|&c| chunk_range(&run, c).len()).sum();
     tracing::info!(
         chunks = b - a,
         remaining = todo.len(),
@@ -581,56 +817,137 @@ pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result
         "extracting"
     );
     let bar = progress_bar(n_todo as u64, "extract");
-    for c in todo {
-        let range = c * chunk..ds.len().min((c + 1) * chunk);
-        let decoded: Vec<(usize, std::result::Result<fungi::aug::RgbImage, String>)> = range
-            .clone()
-            .into_par_iter()
-            .map(|i| (i, load(i).map_err(|e| e.to_string())))
-            .collect();
-        let mut ch = Chunk {
-            features: vec![],
-            indices: vec![],
-            labels: vec![],
-            skipped: vec![],
-        };
-        let mut imgs = Vec::new();
-        for (i, r) in decoded {
-            match r {
-                Ok(img) => {
-                    imgs.push(img);
+    let opts = fungi::aug::DecodeOptions {
+        apply_exif_orientation: args.apply_exif_orientation,
+        ..Default::default()
+    };
+    // Batches aligned to chunks; each batch is decoded while the previous one computes (one
+    // batch in flight: memory is bounded by the batch size, not the chunk size).
+    let batches: Vec<(usize, std::ops::Range<usize>)> = todo
+        .iter()
+        .flat_map(|&c| {
+            let r = chunk_range(&run, c);
+            (r.start..r.end)
+                .step_by(bs)
+                .map(move |s| (c, s..(s + bs).min(r.end)))
+        })
+        .collect();
+    let out = &args.out;
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Decoded)>(1);
+        let ds = &ds;
+        let opts = &opts;
+        let batches = &batches;
+        scope.spawn(move || {
+            for (c, r) in batches {
+                let decoded: Decoded = r
+                    .clone()
+                    .into_par_iter()
+                    .map(|i| {
+                        (
+                            i,
+                            fungi::aug::decode_rgb(&ds.files[i], opts).map_err(|e| e.to_string()),
+                        )
+                    })
+                    .collect();
+                if tx.send((*c, decoded)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut current: Option<(usize, Chunk)> = None;
+        let flush = |c: usize, ch: &Chunk| write_chunk(&chunk_path(out, c), ch, dim);
+        for (c, decoded) in rx {
+            let in_batch = decoded.len() as u64;
+            if let Some((pc, ch)) = current.take() {
+                if pc != c {
+                    flush(pc, &ch)?;
+                } else {
+                    current = Some((pc, ch));
+                }
+            }
+            let ch = &mut current
+                .get_or_insert_with(|| {
+                    (
+                        c,
+                        Chunk {
+                            features: vec![],
+                            indices: vec![],
+                            labels: vec![],
+                            skipped: vec![],
+                        },
+                    )
+                })
+                .1;
+            let mut imgs = Vec::new();
+            let mut idx = Vec::new();
+            for (i, r) in decoded {
+                match r {
+                    Ok(img) => {
+                        imgs.push(img);
+                        idx.push(i as u64);
+                    }
+                    Err(e) => match args.on_error {
+                        OnError::Fail => bail!(
+                            "{e}\n(finished chunks are kept in {}: replace the file with a readable image and rerun the same command with --resume, or rerun it with --resume --on-error skip to skip unreadable images and list them in manifest.json)",
+                            out.display()
+                        ),
+                        OnError::Skip => {
+                            tracing::warn!("skipping {}: {e}", ds.files[i].display());
+                            ch.skipped.push(Skipped {
+                                index: i,
+                                file: ds.relative(i),
+                                error: e,
+                            });
+                        }
+                    },
+                }
+            }
+            if !imgs.is_empty() {
+                let f = ex.extract(&imgs, &idx).map_err(|e| match e {
+                    fungi::core::Error::NonFinite {
+                        objective,
+                        index,
+                        value,
+                    } => anyhow::anyhow!(
+                        "{}: objective `{objective}` produced a non-finite feature ({value}); nothing of this chunk was written (finished chunks are kept in {}): check the weights and the state",
+                        ds.files[index as usize].display(),
+                        out.display()
+                    ),
+                    e => anyhow::Error::from(e),
+                })?;
+                ch.features.extend(f);
+                for &i in &idx {
                     ch.indices.push(i as i64);
                     if let Some(l) = &ds.labels {
-                        ch.labels.push(l[i]);
+                        ch.labels.push(l[i as usize]);
                     }
                 }
-                Err(e) => match args.on_error {
-                    OnError::Fail => bail!("{e}\n(finished chunks are kept in {}: fix or remove the file, then rerun with --resume; or use --on-error skip)", args.out.display()),
-                    OnError::Skip => {
-                        tracing::warn!("skipping {}: {e}", ds.files[i].display());
-                        ch.skipped.push(Skipped { index: i, file: ds.relative(i), error: e });
-                    }
-                },
             }
+            bar.inc(in_batch);
         }
-        let idx: Vec<u64> = ch.indices.iter().map(|&i| i as u64).collect();
-        for (s, imgs_b) in imgs.chunks(bs).enumerate() {
-            ch.features
-                .extend(ex.extract(imgs_b, &idx[s * bs..s * bs + imgs_b.len()])?);
-            bar.inc(imgs_b.len() as u64);
+        if let Some((c, ch)) = current.take() {
+            flush(c, &ch)?;
         }
-        bar.inc(ch.skipped.len() as u64);
-        write_chunk(&chunk_path(&args.out, c), &ch, dim)?;
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
+    let extras = Extras {
+        setup_skipped: match std::fs::read_to_string(&setup_file) {
+            Ok(t) => serde_json::from_str(&t)
+                .with_context(|| format!("{}: damaged", setup_file.display()))?,
+            Err(_) => vec![],
+        },
+        not_listed: ds.problems.clone(),
+    };
     let m = finish(
         &args.out,
         &run,
         &blocks,
         (a, b),
-        total,
         shard,
         std::slice::from_ref(&args.out),
+        &extras,
     )?;
     if !args.keep_chunks {
         for c in a..b {
@@ -647,12 +964,14 @@ pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result
             .collect::<Vec<_>>()
             .join(", "),
         args.out.display(),
-        if m.skipped.is_empty() {
+        if m.skipped.is_empty() && m.not_listed.is_empty() && m.setup_skipped.is_empty() {
             String::new()
         } else {
             format!(
-                "; {} image(s) skipped, listed in manifest.json",
-                m.skipped.len()
+                "; {} image(s) skipped, {} setup image(s) skipped, {} entr(y/ies) not listed: see manifest.json",
+                m.skipped.len(),
+                m.setup_skipped.len(),
+                m.not_listed.len()
             )
         }
     );

@@ -16,10 +16,25 @@ pub struct InspectArgs {
 /// Prints what the file holds.
 pub fn run(args: &InspectArgs) -> Result<()> {
     let p = &args.path;
+    if !p.exists() {
+        bail!("{}: no such file or directory", p.display());
+    }
     if p.is_dir() {
-        let m = std::fs::read_to_string(p.join("manifest.json"))
-            .with_context(|| format!("{}: no manifest.json", p.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&m)?;
+        let mp = p.join("manifest.json");
+        let m = std::fs::read_to_string(&mp).with_context(|| {
+            format!(
+                "{}: cannot read it (expected a fungi extract output directory)",
+                mp.display()
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&m)
+            .with_context(|| format!("{}: not valid JSON", mp.display()))?;
+        if !v.is_object() {
+            bail!(
+                "{}: expected a JSON object (a fungi extract manifest)",
+                mp.display()
+            );
+        }
         println!("fungi extract output {}", p.display());
         println!(
             "  rows: {}  blocks: {}",
@@ -53,12 +68,29 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     match ext {
         "npy" => match npy::read(p)? {
             npy::Array::F32(s, v) => {
-                let (mn, mx) = v
-                    .iter()
+                let finite = v.iter().filter(|x| x.is_finite());
+                let (mn, mx) = finite
+                    .clone()
                     .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
                         (a.min(x), b.max(x))
                     });
-                println!("{}: float32 {s:?}, min {mn}, max {mx}", p.display());
+                let bad = v.len() - finite.count();
+                let range = if bad == v.len() {
+                    "no finite values".to_string()
+                } else {
+                    format!("min {mn}, max {mx}")
+                };
+                let bad = if bad > 0 {
+                    format!(
+                        ", {bad} non-finite (NaN {}, +inf {}, -inf {})",
+                        v.iter().filter(|x| x.is_nan()).count(),
+                        v.iter().filter(|&&x| x == f32::INFINITY).count(),
+                        v.iter().filter(|&&x| x == f32::NEG_INFINITY).count()
+                    )
+                } else {
+                    String::new()
+                };
+                println!("{}: float32 {s:?}, {range}{bad}", p.display());
             }
             npy::Array::I64(s, v) => println!(
                 "{}: int64 {s:?}, first {:?}",
@@ -70,32 +102,28 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             let st = safetensors::SafeTensors::deserialize(&bytes)
                 .with_context(|| format!("{}: not a safetensors file", p.display()))?;
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+                .with_context(|| format!("{}: unreadable safetensors header", p.display()))?;
             let mut names: Vec<_> = st.names();
             names.sort();
             println!("{}: {} tensors", p.display(), names.len());
             for n in names {
-                let t = st.tensor(n)?;
+                let t = st
+                    .tensor(n)
+                    .with_context(|| format!("{}: reading tensor `{n}`", p.display()))?;
                 println!("  {n:<40} {:?} {:?}", t.dtype(), t.shape());
             }
             if let Some(m) = meta.metadata() {
                 let mut keys: Vec<_> = m.keys().collect();
                 keys.sort();
                 for k in keys {
-                    let v = &m[k];
-                    println!(
-                        "  metadata {k}: {}",
-                        if v.len() > 300 {
-                            format!("{}…", &v[..300])
-                        } else {
-                            v.clone()
-                        }
-                    );
+                    println!("  metadata {k}: {}", preview(&m[k], 300));
                 }
             }
         }
         "pth" | "pt" | "bin" => {
-            let sd = fungi::backbone::StateDict::read(p)?;
+            let sd = fungi::backbone::StateDict::read(p)
+                .with_context(|| format!("{}: not a readable PyTorch state dict", p.display()))?;
             println!("{}: {} tensors", p.display(), sd.tensors.len());
             for (k, t) in &sd.tensors {
                 println!(
@@ -115,4 +143,31 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// `v` cut to at most `max` bytes on a character boundary, with `…` when cut.
+fn preview(v: &str, max: usize) -> String {
+    if v.len() <= max {
+        return v.to_string();
+    }
+    let mut end = max;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &v[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview;
+
+    #[test]
+    fn preview_cuts_on_char_boundaries() {
+        assert_eq!(preview("abc", 3), "abc");
+        assert_eq!(preview("abcd", 3), "abc…");
+        // 'é' is 2 bytes at 2..4: the cut at byte 3 moves back to 2.
+        assert_eq!(preview("abéd", 3), "ab…");
+        assert_eq!(preview("日本語", 4), "日…");
+        assert_eq!(preview("日本語", 0), "…");
+    }
 }

@@ -105,6 +105,12 @@ fn available() -> Vec<&'static str> {
 }
 
 fn main() -> Result<()> {
+    // `fungi inspect ... | head` must end quietly like any Unix tool, not panic on a closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FUNGI_LOG")

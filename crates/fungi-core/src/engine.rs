@@ -21,6 +21,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fungi_backbone::{TargetLayer, Vit};
 
+use crate::error::{Error, Result};
+
 /// Which way the gradient is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,17 +114,21 @@ impl<B: AutodiffBackend> GradientEngine<B> {
     ///
     /// # Shapes
     /// - `views`: `[N·V, C, H, W]` (inner backend); output grads `[N, O, I+1]`, losses `[N]`.
+    ///
+    /// # Errors
+    /// When the views are not a whole number per image, or a loss fails.
     pub fn per_image(
         &self,
         views: Tensor<B::InnerBackend, 4>,
         n_images: usize,
-        image_loss: &dyn Fn(usize, Tensor<B, 2>) -> Tensor<B, 1>,
-    ) -> PerImage<B::InnerBackend> {
+        image_loss: &dyn Fn(usize, Tensor<B, 2>) -> Result<Tensor<B, 1>>,
+    ) -> Result<PerImage<B::InnerBackend>> {
         let nv = views.dims()[0];
-        assert!(
-            n_images > 0 && nv % n_images == 0,
-            "views ({nv}) are not a multiple of the images ({n_images})"
-        );
+        if n_images == 0 || !nv.is_multiple_of(n_images) {
+            return Err(Error::Input(format!(
+                "{nv} views are not a whole number of views for each of {n_images} images"
+            )));
+        }
         let v = nv / n_images;
         let tap = self.inner.tap(views, self.target, self.cls_only);
         let y = self.inner.linear(self.target).forward(tap.input.clone());
@@ -134,12 +140,17 @@ impl<B: AutodiffBackend> GradientEngine<B> {
         let losses: Vec<Tensor<B, 1>> = (0..n_images)
             .map(|b| {
                 let views_b = emb.clone().slice([b..b + 1, 0..v, 0..e]).reshape([v, e]);
-                image_loss(b, views_b).reshape([1])
+                image_loss(b, views_b).map(|l| l.reshape([1]))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let losses = Tensor::cat(losses, 0);
         let grads = losses.clone().sum().backward();
-        let delta = y_ad.grad(&grads).expect("the target output is tracked"); // [N·V, T', O]
+        let delta = y_ad.grad(&grads).ok_or_else(|| {
+            Error::Input(
+                "the loss does not depend on the target layer's output (no gradient reached it)"
+                    .into(),
+            )
+        })?; // [N·V, T', O]
         let [_, t, o] = delta.dims();
         let a = tap.input; // [N·V, T', I]
         let i = a.dims()[2];
@@ -147,10 +158,10 @@ impl<B: AutodiffBackend> GradientEngine<B> {
         let ones = Tensor::<B::InnerBackend, 3>::ones([nv, t, 1], &device);
         let a1 = Tensor::cat(vec![a, ones], 2).reshape([n_images, v * t, i + 1]);
         let delta = delta.reshape([n_images, v * t, o]);
-        PerImage {
+        Ok(PerImage {
             grads: delta.swap_dims(1, 2).matmul(a1),
             losses: losses.inner(),
-        }
+        })
     }
 }
 

@@ -51,6 +51,28 @@ pub enum Error {
     /// Inputs that do not fit together (lengths, sizes).
     #[error("{0}")]
     Input(String),
+    /// A size that cannot fit in memory, found before anything is allocated.
+    #[error("{what} would need {needed} of memory but {available} is available: {hint}")]
+    Memory {
+        /// What needs the memory.
+        what: String,
+        /// Bytes needed, as text.
+        needed: String,
+        /// Bytes available, as text.
+        available: String,
+        /// How to need less.
+        hint: String,
+    },
+    /// An output value that is NaN or infinite: never written.
+    #[error("objective `{objective}` produced a non-finite feature ({value}) for image {index} (dataset index): refusing to write NaN/Inf; check the weights, the state and the image")]
+    NonFinite {
+        /// Block (`embedding` or the objective's name).
+        objective: String,
+        /// Global (dataset) index of the image.
+        index: u64,
+        /// The first non-finite value.
+        value: f32,
+    },
 }
 
 /// Result alias of this crate.

@@ -1,6 +1,6 @@
 //! [`FungiExtractor`]: backbone + target layer + objectives + projection → FUNGI features.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
@@ -10,6 +10,7 @@ use fungi_aug::RgbImage;
 use fungi_backbone::{TargetLayer, Vit};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::engine::{l2_normalize, GradPath, GradientEngine};
 use crate::error::{Error, Result};
@@ -83,6 +84,7 @@ pub struct FungiExtractor<B: AutodiffBackend> {
     projection: Projection,
     config: ExtractorConfig,
     device: B::Device,
+    backbone_fingerprint: std::sync::OnceLock<String>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for FungiExtractor<B> {
@@ -176,13 +178,54 @@ impl<B: AutodiffBackend> FungiExtractorBuilder<B> {
                 });
             }
         }
+        if self.backbone.config.in_chans != 3 {
+            return Err(Error::Config {
+                key: "in_chans".into(),
+                value: self.backbone.config.in_chans.to_string(),
+                expected:
+                    "3: every view is an RGB image (the architecture must take 3 input channels)"
+                        .into(),
+            });
+        }
+        if c.projection_dim == Some(0) {
+            return Err(Error::Config {
+                key: "projection_dim".into(),
+                value: "0".into(),
+                expected: "at least 1 (omit it for the embedding size)".into(),
+            });
+        }
         let device = self.backbone.cls_token.val().device();
         let e = self.backbone.embed_dim();
         let engine = GradientEngine::new(self.backbone, target, c.grad_path)?;
         let (o, i1) = engine.grad_shape();
+        for obj in &self.objectives {
+            let (h, w) = obj.view_size();
+            // The views of one batch, as f32, before the backbone sees them (a lower bound).
+            let bytes = (c.batch_size as u64)
+                .checked_mul(obj.views_per_image() as u64)
+                .and_then(|v| v.checked_mul(3 * h as u64 * w as u64 * 4));
+            crate::memory::check(
+                &format!(
+                    "objective `{}`: {} views of 3x{h}x{w} per image x batch_size {}",
+                    obj.name(),
+                    obj.views_per_image(),
+                    c.batch_size
+                ),
+                bytes,
+                "lower batch_size or the objective's number of views",
+            )?;
+        }
         let projection = match self.projection {
             Some(p) => p,
-            None => Projection::rademacher(c.projection_dim.unwrap_or(e), o * i1, c.seed),
+            None => {
+                let out = c.projection_dim.unwrap_or(e);
+                crate::memory::check(
+                    &format!("the bit-packed projection [{out}, {}]", o * i1),
+                    Projection::packed_bytes(out, o * i1),
+                    "lower projection_dim",
+                )?;
+                Projection::rademacher(out, o * i1, c.seed)
+            }
         };
         if projection.in_dim() != o * i1 {
             return Err(Error::Mismatch {
@@ -197,6 +240,7 @@ impl<B: AutodiffBackend> FungiExtractorBuilder<B> {
             projection,
             config: self.config,
             device,
+            backbone_fingerprint: std::sync::OnceLock::new(),
         })
     }
 }
@@ -204,8 +248,12 @@ impl<B: AutodiffBackend> FungiExtractorBuilder<B> {
 /// Progress callback: `(what, done, total)`.
 pub type ProgressFn<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
 
+/// Callback for training images skipped as unreadable by `setup`: `(index, error)`.
+pub type SkipFn<'a> = &'a (dyn Fn(usize, &Error) + Sync);
+
 struct Ctx<'a, B: AutodiffBackend> {
     progress: Option<ProgressFn<'a>>,
+    skip: Option<SkipFn<'a>>,
     len: usize,
     load: &'a (dyn Fn(usize) -> Result<RgbImage> + Sync),
     engine: &'a GradientEngine<B>,
@@ -232,6 +280,14 @@ impl<B: AutodiffBackend> SetupContext<B> for Ctx<'_, B> {
     fn progress(&self, what: &str, done: usize, total: usize) {
         if let Some(p) = self.progress {
             p(what, done, total)
+        }
+    }
+    fn skip_unreadable(&self) -> bool {
+        self.skip.is_some()
+    }
+    fn skipped(&self, index: usize, error: &Error) {
+        if let Some(s) = self.skip {
+            s(index, error)
         }
     }
 }
@@ -302,8 +358,21 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
         load: &(dyn Fn(usize) -> Result<RgbImage> + Sync),
         progress: Option<ProgressFn<'_>>,
     ) -> Result<()> {
+        self.setup_with(len, load, progress, None)
+    }
+
+    /// [`FungiExtractor::setup_with_progress`]; with `skip`, training images that cannot be
+    /// decoded are skipped (and reported to `skip`) instead of failing the setup.
+    pub fn setup_with(
+        &mut self,
+        len: usize,
+        load: &(dyn Fn(usize) -> Result<RgbImage> + Sync),
+        progress: Option<ProgressFn<'_>>,
+        skip: Option<SkipFn<'_>>,
+    ) -> Result<()> {
         let ctx = Ctx {
             progress,
+            skip,
             len,
             load,
             engine: &self.engine,
@@ -317,7 +386,7 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
     }
 
     /// L2-normalised CLS embeddings `[N, E]` of the eval transform of `images`.
-    pub fn embeddings(&self, images: &[RgbImage]) -> Vec<f32> {
+    pub fn embeddings(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
         let t = EvalTransform::default();
         let mut out = Vec::new();
         for chunk in images.chunks(self.config.batch_size) {
@@ -327,14 +396,9 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
                 &self.device,
             );
             let e = l2_normalize(self.engine.inner().forward(x));
-            out.extend(
-                e.into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("f32"),
-            );
+            out.extend(host_f32(e)?);
         }
-        out
+        Ok(out)
     }
 
     /// The views of `images` for objective `k`, each from the stream `(seed, name, index)`.
@@ -375,6 +439,7 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
             features_raw: vec![],
             features: vec![],
         };
+        o.ready()?;
         let bs = self.config.batch_size;
         for start in (0..n_images).step_by(bs) {
             let n = bs.min(n_images - start);
@@ -385,27 +450,15 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
                 ),
                 &self.device,
             );
-            let r = self.engine.per_image(x, n, &|_, emb| o.image_loss(emb));
+            let r = self.engine.per_image(x, n, &|_, emb| o.image_loss(emb))?;
             let [_, oo, ii] = r.grads.dims();
             let g = r.grads.mul_scalar(o.grad_scale()).reshape([n, oo * ii]);
-            let raw = self.projection.project(g.clone());
+            let raw = self.projection.project(g.clone())?;
             let feat = l2_normalize(raw.clone());
-            let vec = |t: Tensor<B::InnerBackend, 2>| {
-                t.into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("f32")
-            };
-            out.losses.extend(
-                r.losses
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("f32"),
-            );
-            out.grads.extend(vec(g));
-            out.features_raw.extend(vec(raw));
-            out.features.extend(vec(feat));
+            out.losses.extend(host_f32(r.losses)?);
+            out.grads.extend(host_f32(g)?);
+            out.features_raw.extend(host_f32(raw)?);
+            out.features.extend(host_f32(feat)?);
         }
         Ok(out)
     }
@@ -421,14 +474,28 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
                 global_indices.len()
             )));
         }
+        for o in &self.objectives {
+            o.ready()?;
+        }
         let mut blocks: Vec<(usize, Vec<f32>)> = Vec::new();
+        let names = self.block_names();
         if self.config.include_embedding {
-            blocks.push((self.engine.inner().embed_dim(), self.embeddings(images)));
+            blocks.push((self.engine.inner().embed_dim(), self.embeddings(images)?));
         }
         for k in 0..self.objectives.len() {
             let views = self.views(k, images, global_indices);
             let r = self.objective_from_views(k, &views, n)?;
             blocks.push((self.projection.out_dim(), r.features));
+        }
+        // Never hand out NaN/Inf: name the first image and block that has one.
+        for ((d, b), name) in blocks.iter().zip(&names) {
+            if let Some(p) = b.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    objective: name.clone(),
+                    index: global_indices[p / (*d).max(1)],
+                    value: b[p],
+                });
+            }
         }
         let total: usize = blocks.iter().map(|b| b.0).sum();
         let mut out = vec![0f32; n * total];
@@ -442,11 +509,36 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
         Ok(out)
     }
 
-    /// Saves projection, objective states and configuration so a later run (e.g. on the test
-    /// split) reproduces this one's random choices exactly.
-    pub fn save_state(&self, path: &Path) -> Result<()> {
+    /// SHA-256 of the backbone's parameters (state-dict keys, shapes and `f32` values in key
+    /// order): identifies the weights in state files, so a state made with other weights (whose
+    /// SimCLR negatives or DeepCluster prototypes came from another model) is refused.
+    /// Computed once.
+    pub fn backbone_fingerprint(&self) -> String {
+        self.backbone_fingerprint
+            .get_or_init(|| {
+                let sd = self.engine.inner().to_state_dict();
+                let mut h = Sha256::new();
+                for (k, t) in &sd.tensors {
+                    h.update(k.as_bytes());
+                    h.update([0]);
+                    for d in &t.shape {
+                        h.update((*d as u64).to_le_bytes());
+                    }
+                    if let Ok(v) = &t.data {
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        h.update(&bytes);
+                    }
+                }
+                format!("{:x}", h.finalize())
+            })
+            .clone()
+    }
+
+    /// The state file's bytes (see [`FungiExtractor::save_state`]): byte-identical for identical
+    /// extractors, so runs can compare states by hash. `path` names the file in errors.
+    pub fn state_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let mut tensors = BTreeMap::new();
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), STATE_FORMAT.to_string());
         meta.insert("config".to_string(), self.state_config().to_string());
         meta.insert(
@@ -461,6 +553,7 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
             "projection_in_dim".into(),
             self.projection.in_dim().to_string(),
         );
+        meta.insert("backbone_fingerprint".into(), self.backbone_fingerprint());
         match (self.projection.seed(), self.projection.to_i8()) {
             (Some(seed), _) => {
                 meta.insert("projection_seed".into(), seed.to_string());
@@ -492,7 +585,14 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
                 tensors.insert(format!("{}.{k}", o.name()), Stored::F32(t));
             }
         }
-        state::write(path, &tensors, meta)
+        state::to_bytes(path, &tensors, &meta)
+    }
+
+    /// Saves projection, objective states and configuration so a later run (e.g. on the test
+    /// split) reproduces this one's random choices exactly. Atomic (temp file + rename) and
+    /// byte-reproducible.
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        crate::tensor_file::write_bytes_atomic(path, &self.state_bytes(path)?)
     }
 
     fn state_config(&self) -> serde_json::Value {
@@ -513,9 +613,21 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
     }
 
     /// Loads a state file written by [`FungiExtractor::save_state`]: the projection and every
-    /// objective's state. Refuses a state whose target layer, shapes or objectives do not match.
+    /// objective's state. Refuses a state that was made for another setup — target layer,
+    /// shapes, objectives and their settings, seed, projection size, architecture, weights
+    /// (whatever the file records) — naming what differs. All or nothing: on any error the
+    /// extractor is unchanged.
     pub fn load_state(&mut self, path: &Path) -> Result<()> {
-        let st = state::read(path)?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        self.load_state_bytes(&bytes, path)
+    }
+
+    /// [`FungiExtractor::load_state`] from the file's bytes (`path` names it in errors).
+    pub fn load_state_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+        let st = state::parse(bytes, path)?;
         let cfg: serde_json::Value = st
             .metadata
             .get("config")
@@ -525,13 +637,51 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
                 reason: "missing `config` metadata".into(),
             })?;
         let mine = self.state_config();
+        let mismatch = |what: &str, expected: String, found: String| Error::Mismatch {
+            what: format!("{}: {what}", path.display()),
+            expected,
+            found,
+        };
         for key in ["target_layer", "target_shape", "embed_dim"] {
             if cfg[key] != mine[key] {
-                return Err(Error::Mismatch {
-                    what: format!("{}: `{key}`", path.display()),
-                    expected: mine[key].to_string(),
-                    found: cfg[key].to_string(),
-                });
+                return Err(mismatch(
+                    &format!("`{key}`"),
+                    mine[key].to_string(),
+                    cfg[key].to_string(),
+                ));
+            }
+        }
+        // Settings the state depends on, where the file records them.
+        for key in ["seed", "projection_dim"] {
+            let theirs = &cfg["extractor"][key];
+            if cfg["extractor"].is_object() && theirs != &mine["extractor"][key] {
+                return Err(mismatch(
+                    &format!(
+                        "`{key}` (the state was made with {key} = {theirs}; use the same {key}, \
+                         or make a new state)"
+                    ),
+                    mine["extractor"][key].to_string(),
+                    theirs.to_string(),
+                ));
+            }
+        }
+        if cfg["backbone"].is_object() {
+            let d = json_differences(&mine["backbone"], &cfg["backbone"]);
+            if !d.is_empty() {
+                return Err(mismatch(
+                    "architecture",
+                    "the state's architecture".into(),
+                    d.join("; "),
+                ));
+            }
+        }
+        if let Some(fp) = st.metadata.get("backbone_fingerprint") {
+            if fp != &self.backbone_fingerprint() {
+                return Err(mismatch(
+                    "weights (backbone fingerprint; the state was made with other weights)",
+                    self.backbone_fingerprint(),
+                    fp.clone(),
+                ));
             }
         }
         let names: Vec<String> = self
@@ -548,11 +698,24 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
             })
             .unwrap_or_default();
         if names != theirs {
-            return Err(Error::Mismatch {
-                what: format!("{}: objectives", path.display()),
-                expected: format!("{names:?}"),
-                found: format!("{theirs:?}"),
-            });
+            return Err(mismatch(
+                "objectives",
+                format!("{names:?}"),
+                format!("{theirs:?}"),
+            ));
+        }
+        for (k, o) in self.objectives.iter().enumerate() {
+            let recorded = &cfg["objectives"][k]["config"];
+            if !recorded.is_null() {
+                let d = json_differences(&o.config_json(), recorded);
+                if !d.is_empty() {
+                    return Err(mismatch(
+                        &format!("objective `{}` settings", o.name()),
+                        "the same settings as the state".into(),
+                        d.join("; "),
+                    ));
+                }
+            }
         }
         let scaling = st
             .f32
@@ -561,11 +724,11 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
         let (e, g) = (self.projection.out_dim(), self.projection.in_dim());
         let projection = if let Some((shape, data)) = st.i8.get("projection") {
             if shape != &vec![e, g] {
-                return Err(Error::Mismatch {
-                    what: format!("{}: `projection` shape", path.display()),
-                    expected: format!("{:?}", [e, g]),
-                    found: format!("{shape:?}"),
-                });
+                return Err(mismatch(
+                    "`projection` shape",
+                    format!("{:?}", [e, g]),
+                    format!("{shape:?}"),
+                ));
             }
             Projection::from_i8(e, g, data, scaling.unwrap_or(self.projection.scaling()))?
         } else {
@@ -582,11 +745,11 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
                 st.metadata.get("projection_in_dim"),
             );
             if dims != (Some(&e.to_string()), Some(&g.to_string())) {
-                return Err(Error::Mismatch {
-                    what: format!("{}: projection shape", path.display()),
-                    expected: format!("[{e}, {g}]"),
-                    found: format!("{dims:?}"),
-                });
+                return Err(mismatch(
+                    "projection shape",
+                    format!("[{e}, {g}]"),
+                    format!("{dims:?}"),
+                ));
             }
             let p = Projection::rademacher(e, g, seed);
             match scaling {
@@ -596,25 +759,75 @@ impl<B: AutodiffBackend> FungiExtractor<B> {
         };
         if let Some(fp) = st.metadata.get("projection_fingerprint") {
             if fp != &projection.fingerprint() {
-                return Err(Error::Mismatch {
-                    what: format!("{}: projection fingerprint", path.display()),
-                    expected: fp.clone(),
-                    found: projection.fingerprint(),
-                });
+                return Err(mismatch(
+                    "projection fingerprint",
+                    fp.clone(),
+                    projection.fingerprint(),
+                ));
             }
         }
-        for o in self.objectives.iter_mut() {
-            let prefix = format!("{}.", o.name());
+        // All or nothing: restore the objectives already loaded if a later one fails.
+        let before: Vec<BTreeMap<String, StateTensor>> =
+            self.objectives.iter().map(|o| o.state()).collect();
+        for k in 0..self.objectives.len() {
+            let prefix = format!("{}.", self.objectives[k].name());
             let sub: BTreeMap<String, StateTensor> = st
                 .f32
                 .iter()
-                .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), v.clone())))
+                .filter_map(|(n, v)| n.strip_prefix(&prefix).map(|s| (s.to_string(), v.clone())))
                 .collect();
-            o.load_state(&sub)?;
+            if let Err(err) = self.objectives[k].load_state(&sub) {
+                for (o, s) in self.objectives.iter_mut().zip(&before).take(k + 1) {
+                    let _ = o.load_state(s);
+                }
+                return Err(err);
+            }
         }
         self.projection = projection;
         Ok(())
     }
+}
+
+/// A tensor's values on the host as `f32`.
+fn host_f32<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::Input(format!("reading a tensor back to the host: {e:?}")))
+}
+
+/// The differences between two JSON values, one line per differing leaf (`path: expected X,
+/// found Y`); empty when equal. Used to say exactly which setting a state or a run differs in.
+pub fn json_differences(expected: &serde_json::Value, found: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!(
+                "`{}`: expected {a}, found {b}",
+                if path.is_empty() { "value" } else { path }
+            )),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", expected, found, &mut out);
+    out
 }
 
 /// Checks a state tensor's presence and shape (for [`Objective::load_state`] implementations).

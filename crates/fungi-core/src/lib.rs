@@ -13,10 +13,12 @@ pub mod engine;
 mod error;
 pub mod extractor;
 pub mod head;
+pub mod memory;
 pub mod objective;
 pub mod projection;
 pub mod rng;
 pub mod state;
+pub mod tensor_file;
 
 pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
 pub use error::{Error, Result};

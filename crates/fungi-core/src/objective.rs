@@ -37,6 +37,30 @@ pub trait SetupContext<B: AutodiffBackend> {
     fn seed(&self) -> u64;
     /// Reports progress of a long setup step (`done` of `total`). Default: nothing.
     fn progress(&self, _what: &str, _done: usize, _total: usize) {}
+    /// Whether `setup` should skip a training image that [`SetupContext::image`] cannot decode
+    /// (and report it with [`SetupContext::skipped`]) instead of failing. Default: fail.
+    fn skip_unreadable(&self) -> bool {
+        false
+    }
+    /// Reports a training image skipped by `setup` (only called when
+    /// [`SetupContext::skip_unreadable`] is true). Default: nothing.
+    fn skipped(&self, _index: usize, _error: &crate::Error) {}
+}
+
+/// Decodes training image `index` for `setup`: `Ok(None)` when it is unreadable and the context
+/// skips unreadable images (the skip is reported), the error otherwise.
+pub fn setup_image<B: AutodiffBackend>(
+    ctx: &dyn SetupContext<B>,
+    index: usize,
+) -> Result<Option<RgbImage>> {
+    match ctx.image(index) {
+        Ok(img) => Ok(Some(img)),
+        Err(e) if ctx.skip_unreadable() => {
+            ctx.skipped(index, &e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A self-supervised objective.
@@ -61,7 +85,17 @@ pub trait Objective<B: AutodiffBackend>: Send + Sync {
         Ok(())
     }
     /// The loss of one image from the CLS embeddings `[V, E]` of its views; returns `[1]`.
-    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1>;
+    ///
+    /// # Errors
+    /// When the objective is not ready (e.g. SimCLR without negatives: neither `setup` nor a
+    /// loaded state).
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>>;
+    /// Whether the objective can compute losses now; the extractor checks it before any work,
+    /// so that a missing `setup` is an error naming the objective, not a failure mid-run.
+    /// Default: ready.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
     /// Factor applied to the gradient to reproduce fungivision's raw values (its autograd hack
     /// multiplies by the number of views in the batch: 1 for KL, `V` for DINO/SimCLR). Positive
     /// factors cancel in the final L2 normalisation.

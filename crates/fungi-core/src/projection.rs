@@ -93,6 +93,13 @@ impl Projection {
                 expected: "a positive finite number".into(),
             });
         }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Config {
+                key: format!("projection[{}, {}]", i / in_dim.max(1), i % in_dim.max(1)),
+                value: values[i].to_string(),
+                expected: "finite values".into(),
+            });
+        }
         let matrix = if values.iter().all(|&v| v == 1.0 || v == -1.0) {
             let wpr = in_dim.div_ceil(64);
             let mut bits = vec![0u64; out_dim * wpr];
@@ -220,7 +227,11 @@ impl Projection {
                 )));
             }
             let (_, sc) = get("scaling")?;
-            Self::from_f32(s[0], s[1], &v, sc[0])
+            let sc = sc
+                .first()
+                .copied()
+                .ok_or_else(|| fmt("`scaling` is empty (expected a scalar)".into()))?;
+            Self::from_f32(s[0], s[1], &v, sc)
         }
     }
 
@@ -309,12 +320,18 @@ impl Projection {
     ///
     /// # Shapes
     /// - `grads`: `[N, G]`, output `[N, E]`
-    pub fn project<B: Backend>(&self, grads: Tensor<B, 2>) -> Tensor<B, 2> {
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when `G` is not the projection's input size.
+    pub fn project<B: Backend>(&self, grads: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         let [n, g] = grads.dims();
-        assert_eq!(
-            g, self.in_dim,
-            "gradient size does not match the projection"
-        );
+        if g != self.in_dim {
+            return Err(Error::Mismatch {
+                what: "gradient size for the projection".into(),
+                expected: self.in_dim.to_string(),
+                found: g.to_string(),
+            });
+        }
         let device = grads.device();
         let cols = ((4 << 20) / self.out_dim.max(1)).max(64) / 64 * 64;
         let mut acc = Tensor::<B, 2>::zeros([n, self.out_dim], &device);
@@ -332,7 +349,14 @@ impl Projection {
                     .matmul(tile.transpose());
             c0 += w;
         }
-        acc.mul_scalar(self.scaling)
+        Ok(acc.mul_scalar(self.scaling))
+    }
+
+    /// Bytes a seeded (bit-packed) `[out_dim, in_dim]` matrix needs, or `None` on overflow.
+    pub fn packed_bytes(out_dim: usize, in_dim: usize) -> Option<u64> {
+        (out_dim as u64)
+            .checked_mul((in_dim as u64).div_ceil(64))?
+            .checked_mul(8)
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::objective::StateTensor;
+use crate::tensor_file::{self, TensorBytes};
 
 /// Format tag written into every state file.
 pub const STATE_FORMAT: &str = "fungi-state/1";
@@ -29,47 +30,30 @@ pub enum Stored {
     },
 }
 
-/// Writes tensors and metadata (temp file + rename).
+/// The state file's bytes: deterministic (same tensors and metadata → same bytes), so identical
+/// runs write identical states and manifests.
+pub fn to_bytes(
+    path: &Path,
+    tensors: &BTreeMap<String, Stored>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let raw: Vec<TensorBytes> = tensors
+        .iter()
+        .map(|(k, t)| match t {
+            Stored::F32(s) => TensorBytes::f32(k.clone(), s.shape.clone(), &s.data),
+            Stored::I8 { shape, data } => TensorBytes::i8(k.clone(), shape.clone(), data),
+        })
+        .collect();
+    tensor_file::to_bytes(path, &raw, metadata)
+}
+
+/// Writes tensors and metadata atomically (temp file + fsync + rename), byte-reproducibly.
 pub fn write(
     path: &Path,
     tensors: &BTreeMap<String, Stored>,
-    metadata: HashMap<String, String>,
+    metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let bufs: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, t)| match t {
-            Stored::F32(s) => (
-                k.clone(),
-                safetensors::Dtype::F32,
-                s.shape.clone(),
-                s.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-            Stored::I8 { shape, data } => (
-                k.clone(),
-                safetensors::Dtype::I8,
-                shape.clone(),
-                data.iter().map(|&v| v as u8).collect(),
-            ),
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bufs
-        .iter()
-        .map(|(k, dt, s, b)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(*dt, s.clone(), b).expect("consistent sizes"),
-            )
-        })
-        .collect();
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| Error::Format {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    tensor_file::write_bytes_atomic(path, &to_bytes(path, tensors, metadata)?)
 }
 
 /// A state file read back.
@@ -85,18 +69,23 @@ pub struct StateFile {
 
 /// Reads a state file.
 pub fn read(path: &Path) -> Result<StateFile> {
-    let fmt = |reason: String| Error::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    parse(&bytes, path)
+}
+
+/// Parses a state file's bytes (`path` names it in errors). Every float must be finite.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<StateFile> {
+    let fmt = |reason: String| Error::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| fmt(format!("not a valid safetensors file: {e}")))?;
     let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| fmt(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     match metadata.get("format") {
         Some(f) if f == STATE_FORMAT => {}
@@ -112,23 +101,20 @@ pub fn read(path: &Path) -> Result<StateFile> {
     };
     for (name, t) in st.tensors() {
         let shape = t.shape().to_vec();
-        let b = t.data();
         match t.dtype() {
-            safetensors::Dtype::F32 => {
-                let data = b
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                out.f32.insert(name, StateTensor { shape, data });
-            }
             safetensors::Dtype::I8 => {
                 out.i8
-                    .insert(name, (shape, b.iter().map(|&x| x as i8).collect()));
+                    .insert(name, (shape, t.data().iter().map(|&x| x as i8).collect()));
             }
-            other => {
-                return Err(fmt(format!(
-                    "tensor `{name}` has dtype {other:?} (expected F32 or I8)"
-                )))
+            _ => {
+                let data = tensor_file::read_f32(path, &name, &t)?;
+                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                    return Err(fmt(format!(
+                        "tensor `{name}` holds a non-finite value ({}) at element {i}",
+                        data[i]
+                    )));
+                }
+                out.f32.insert(name, StateTensor { shape, data });
             }
         }
     }

@@ -9,8 +9,15 @@
 //! candidates re-ranked in `f64`.
 #![warn(missing_docs)]
 
+mod error;
+
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+pub use error::{EvalError, SplitKind};
+
+/// Result of `fungi-eval`'s fallible functions.
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
 
 /// Row-major `n x d` matrix of `f64`.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,20 +31,45 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// From row-major values.
-    pub fn new(rows: usize, cols: usize, data: Vec<f64>) -> Self {
-        assert_eq!(rows * cols, data.len(), "matrix size");
-        Self { rows, cols, data }
+    /// From row-major values; an error unless `data.len() == rows * cols`.
+    pub fn new(rows: usize, cols: usize, data: Vec<f64>) -> Result<Self> {
+        let m = Self { rows, cols, data };
+        m.check()?;
+        Ok(m)
     }
-    /// The selected rows.
-    pub fn select_rows(&self, idx: &[usize]) -> Self {
+    /// `data.len() == rows * cols` (the fields are public, so a matrix may be built by hand).
+    fn check(&self) -> Result<()> {
+        if self.rows.checked_mul(self.cols) == Some(self.data.len()) {
+            Ok(())
+        } else {
+            Err(EvalError::MatrixSize {
+                rows: self.rows,
+                cols: self.cols,
+                len: self.data.len(),
+            })
+        }
+    }
+    fn row(&self, r: usize) -> &[f64] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+    /// The first non-finite value as `(row, col, value)`.
+    fn first_non_finite(&self) -> Option<(usize, usize, f64)> {
+        let i = self.data.iter().position(|v| !v.is_finite())?;
+        let cols = self.cols.max(1);
+        Some((i / cols, i % cols, self.data[i]))
+    }
+    /// The selected rows (an error on an index past the end).
+    pub fn select_rows(&self, idx: &[usize]) -> Result<Self> {
+        self.check()?;
+        if let Some(&index) = idx.iter().find(|&&r| r >= self.rows) {
+            return Err(EvalError::RowIndex {
+                index,
+                rows: self.rows,
+            });
+        }
         let data = idx
             .iter()
-            .flat_map(|&r| {
-                self.data[r * self.cols..(r + 1) * self.cols]
-                    .iter()
-                    .copied()
-            })
+            .flat_map(|&r| self.row(r).iter().copied())
             .collect();
         Self::new(idx.len(), self.cols, data)
     }
@@ -50,15 +82,24 @@ impl Matrix {
         }
         out
     }
-    /// Horizontal concatenation.
-    pub fn hcat(parts: &[&Matrix]) -> Self {
-        let rows = parts[0].rows;
-        assert!(parts.iter().all(|p| p.rows == rows), "row counts differ");
+    /// Horizontal concatenation (an error on no parts or different row counts).
+    pub fn hcat(parts: &[&Matrix]) -> Result<Self> {
+        let rows = parts.first().ok_or(EvalError::NothingToConcatenate)?.rows;
+        for (part, p) in parts.iter().enumerate() {
+            p.check()?;
+            if p.rows != rows {
+                return Err(EvalError::ConcatRows {
+                    part,
+                    found: p.rows,
+                    expected: rows,
+                });
+            }
+        }
         let cols = parts.iter().map(|p| p.cols).sum();
         let mut data = Vec::with_capacity(rows * cols);
         for r in 0..rows {
             for p in parts {
-                data.extend_from_slice(&p.data[r * p.cols..(r + 1) * p.cols]);
+                data.extend_from_slice(p.row(r));
             }
         }
         Self::new(rows, cols, data)
@@ -77,8 +118,19 @@ pub struct Pca {
 impl Pca {
     /// Fits `p` components on `x` (covariance eigen-decomposition; same subspace as sklearn's
     /// `PCA(svd_solver="full")`, component signs may differ, which no distance sees).
-    pub fn fit(x: &Matrix, p: usize) -> Self {
+    ///
+    /// Errors: no rows, `p` outside `1..=cols`, an inconsistent matrix, or an eigen-solver that
+    /// does not converge.
+    pub fn fit(x: &Matrix, p: usize) -> Result<Self> {
+        x.check()?;
         let (n, d) = (x.rows, x.cols);
+        if n == 0 || p == 0 || p > d {
+            return Err(EvalError::PcaShape {
+                components: p,
+                rows: n,
+                cols: d,
+            });
+        }
         let mean: Vec<f64> = (0..d)
             .map(|j| (0..n).map(|i| x.data[i * d + j]).sum::<f64>() / n as f64)
             .collect();
@@ -86,7 +138,7 @@ impl Pca {
         let cov = xc.transpose() * &xc;
         let eig = cov
             .self_adjoint_eigen(faer::Side::Lower)
-            .expect("symmetric eigen-decomposition");
+            .map_err(|_| EvalError::Eigen { dim: d })?;
         let u = eig.U();
         // Eigenvalues ascending: take the last p columns, largest first.
         let comps: Vec<f64> = (0..p)
@@ -95,14 +147,22 @@ impl Pca {
                 (0..d).map(move |j| u[(j, c)])
             })
             .collect();
-        Self {
+        Ok(Self {
             mean,
-            components: Matrix::new(p, d, comps),
-        }
+            components: Matrix::new(p, d, comps)?,
+        })
     }
-    /// Projects rows.
-    pub fn transform(&self, x: &Matrix) -> Matrix {
+    /// Projects rows (an error unless `x` has the fitted width).
+    pub fn transform(&self, x: &Matrix) -> Result<Matrix> {
+        x.check()?;
+        self.components.check()?;
         let (p, d) = (self.components.rows, self.components.cols);
+        if x.cols != d || self.mean.len() != d {
+            return Err(EvalError::PcaDims {
+                fitted: d,
+                found: if x.cols != d { x.cols } else { self.mean.len() },
+            });
+        }
         let mut out = vec![0.0; x.rows * p];
         for i in 0..x.rows {
             let row = &x.data[i * d..(i + 1) * d];
@@ -121,18 +181,49 @@ impl Pca {
 }
 
 /// Indices of the `k` nearest training rows (Euclidean, nearest first; equal distances in
-/// training order) of every test row.
+/// training order) of every test row; `min(k, train.rows)` of them, never none.
 ///
 /// The search runs on backend `B` (distances by one matmul per block of test rows, then a sort);
 /// because its float type may be `f32`, the best `k + margin` candidates are re-ranked with exact
 /// `f64` distances on the host, so near-ties are resolved as an `f64` implementation would.
+///
+/// Errors: `k = 0`, no training rows, 0 columns, different train/test widths, an inconsistent
+/// matrix, a non-finite value.
 pub fn knn_neighbors<B: Backend>(
     train: &Matrix,
     test: &Matrix,
     k: usize,
     device: &B::Device,
-) -> Vec<Vec<usize>> {
-    assert_eq!(train.cols, test.cols, "feature dims differ");
+) -> Result<Vec<Vec<usize>>> {
+    train.check()?;
+    test.check()?;
+    if k == 0 {
+        return Err(EvalError::ZeroK);
+    }
+    if train.cols != test.cols {
+        return Err(EvalError::KnnDims {
+            train: train.cols,
+            test: test.cols,
+        });
+    }
+    if train.rows == 0 {
+        return Err(EvalError::EmptySplit {
+            split: SplitKind::Train,
+        });
+    }
+    if train.cols == 0 {
+        return Err(EvalError::ZeroColumns);
+    }
+    for (split, m) in [(SplitKind::Train, train), (SplitKind::Test, test)] {
+        if let Some((row, col, value)) = m.first_non_finite() {
+            return Err(EvalError::KnnNonFinite {
+                split,
+                row,
+                col,
+                value,
+            });
+        }
+    }
     let k = k.min(train.rows);
     let cand = (2 * k).max(k + 16).min(train.rows);
     let d = train.cols;
@@ -141,7 +232,7 @@ pub fn knn_neighbors<B: Backend>(
         device,
     );
     let tr_sq = tr.clone().powf_scalar(2.0).sum_dim(1).transpose(); // [1, n]
-    let block = ((64 << 20) / (8 * train.rows.max(1))).clamp(1, 1024);
+    let block = ((64 << 20) / train.rows.saturating_mul(8)).clamp(1, 1024);
     let mut out = Vec::with_capacity(test.rows);
     for start in (0..test.rows).step_by(block) {
         let m = block.min(test.rows - start);
@@ -158,54 +249,94 @@ pub fn knn_neighbors<B: Backend>(
             .into_data()
             .convert::<i64>()
             .into_vec()
-            .expect("int indices");
+            .map_err(|e| EvalError::Backend {
+                reason: format!("{e:?}"),
+            })?;
+        if idx.len() != m * cand {
+            return Err(EvalError::Backend {
+                reason: format!("{} indices for {m} rows x {cand} candidates", idx.len()),
+            });
+        }
         for (r, row) in idx.chunks(cand).enumerate() {
-            let q = &test.data[(start + r) * d..(start + r + 1) * d];
-            let mut c: Vec<(f64, usize)> = row
-                .iter()
-                .map(|&j| {
-                    let j = j as usize;
-                    let t = &train.data[j * d..(j + 1) * d];
-                    (
-                        q.iter().zip(t).map(|(a, b)| (a - b) * (a - b)).sum::<f64>(),
-                        j,
-                    )
-                })
-                .collect();
+            let q = test.row(start + r);
+            let mut c: Vec<(f64, usize)> = Vec::with_capacity(cand);
+            for &j in row {
+                let index = usize::try_from(j).ok().filter(|&j| j < train.rows).ok_or(
+                    EvalError::BackendIndex {
+                        index: j,
+                        rows: train.rows,
+                    },
+                )?;
+                let t = train.row(index);
+                c.push((
+                    q.iter().zip(t).map(|(a, b)| (a - b) * (a - b)).sum::<f64>(),
+                    index,
+                ));
+            }
             c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             out.push(c.into_iter().take(k).map(|x| x.1).collect());
         }
     }
-    out
+    Ok(out)
 }
 
 /// Majority vote over the neighbours' labels; ties go to the smallest label.
-pub fn vote(neighbors: &[Vec<usize>], train_labels: &[i64]) -> Vec<i64> {
+///
+/// Errors: a test row with no neighbours (no label is invented for it), a neighbour index past
+/// `train_labels`.
+pub fn vote(neighbors: &[Vec<usize>], train_labels: &[i64]) -> Result<Vec<i64>> {
     neighbors
         .iter()
-        .map(|nb| {
+        .enumerate()
+        .map(|(row, nb)| {
             let mut counts = std::collections::BTreeMap::<i64, usize>::new();
             for &j in nb {
-                *counts.entry(train_labels[j]).or_default() += 1;
+                let l = train_labels.get(j).ok_or(EvalError::NeighborIndex {
+                    row,
+                    index: j,
+                    labels: train_labels.len(),
+                })?;
+                *counts.entry(*l).or_default() += 1;
             }
-            let best = counts.values().copied().max().unwrap_or(0);
-            counts
-                .into_iter()
-                .find(|&(_, c)| c == best)
-                .map(|(l, _)| l)
-                .unwrap_or(0)
+            // Labels ascending: the first label reaching the top count wins.
+            let mut best: Option<(i64, usize)> = None;
+            for (l, c) in counts {
+                if best.is_none_or(|(_, b)| c > b) {
+                    best = Some((l, c));
+                }
+            }
+            best.map(|(l, _)| l).ok_or(EvalError::NoNeighbors { row })
         })
         .collect()
 }
 
-/// Fraction of correct predictions.
-pub fn accuracy(preds: &[i64], targets: &[i64]) -> f64 {
-    preds.iter().zip(targets).filter(|(p, t)| p == t).count() as f64 / targets.len().max(1) as f64
+fn check_scored(preds: &[i64], targets: &[i64]) -> Result<()> {
+    if preds.len() != targets.len() {
+        return Err(EvalError::PredictionCount {
+            predictions: preds.len(),
+            targets: targets.len(),
+        });
+    }
+    if targets.is_empty() {
+        return Err(EvalError::NoTargets);
+    }
+    Ok(())
+}
+
+/// Fraction of correct predictions (an error on different lengths or no targets).
+pub fn accuracy(preds: &[i64], targets: &[i64]) -> Result<f64> {
+    check_scored(preds, targets)?;
+    Ok(
+        preds.iter().zip(targets).filter(|(p, t)| p == t).count() as f64
+            / targets.len().max(1) as f64,
+    )
 }
 
 /// Mean over the classes present in `targets` of the per-class recall (the paper's
-/// `confusion_matrix(preds, targets)` diagonal over column sums).
-pub fn mean_per_class_accuracy(preds: &[i64], targets: &[i64]) -> f64 {
+/// `confusion_matrix(preds, targets)` diagonal over column sums); an error on different lengths
+/// or no targets.
+pub fn mean_per_class_accuracy(preds: &[i64], targets: &[i64]) -> Result<f64> {
+    check_scored(preds, targets)?;
     let mut per: std::collections::BTreeMap<i64, (usize, usize)> = Default::default();
     for (p, t) in preds.iter().zip(targets) {
         let e = per.entry(*t).or_default();
@@ -214,10 +345,11 @@ pub fn mean_per_class_accuracy(preds: &[i64], targets: &[i64]) -> f64 {
             e.0 += 1;
         }
     }
-    per.values()
+    Ok(per
+        .values()
         .map(|(c, n)| *c as f64 / *n as f64)
         .sum::<f64>()
-        / per.len().max(1) as f64
+        / per.len().max(1) as f64)
 }
 
 /// The first `shots` indices of every class in dataset order, sorted (`sample_balanced(..,
@@ -238,11 +370,12 @@ pub fn few_shot_indices(labels: &[i64], shots: usize) -> Vec<usize> {
 /// Settings of [`evaluate`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KnnSettings {
-    /// Neighbours.
+    /// Neighbours (at least 1).
     pub k: usize,
-    /// PCA output size (skipped when not below both the train size and the feature size).
+    /// PCA output size (skipped when not below both the train size and the feature size); at
+    /// least 1, `None` for no PCA.
     pub pca_dim: Option<usize>,
-    /// Evaluate only on this many training examples per class (first ones in order).
+    /// Evaluate only on this many training examples per class (first ones in order); at least 1.
     pub few_shot: Option<usize>,
 }
 
@@ -272,29 +405,119 @@ pub struct Block {
     pub test: Matrix,
 }
 
+/// Every check of [`evaluate`] that does not need the data beyond one pass: settings, shapes,
+/// label counts, finiteness. Returns the training rows to use.
+fn validate(
+    blocks: &[Block],
+    train_labels: &[i64],
+    test_labels: &[i64],
+    s: &KnnSettings,
+) -> Result<Vec<usize>> {
+    if s.k == 0 {
+        return Err(EvalError::ZeroK);
+    }
+    if s.few_shot == Some(0) {
+        return Err(EvalError::ZeroFewShot);
+    }
+    if s.pca_dim == Some(0) {
+        return Err(EvalError::ZeroPcaDim);
+    }
+    if blocks.is_empty() {
+        return Err(EvalError::NoBlocks);
+    }
+    for (split, labels) in [
+        (SplitKind::Train, train_labels),
+        (SplitKind::Test, test_labels),
+    ] {
+        if labels.is_empty() {
+            return Err(EvalError::EmptySplit { split });
+        }
+    }
+    for b in blocks {
+        for (split, m, labels) in [
+            (SplitKind::Train, &b.train, train_labels),
+            (SplitKind::Test, &b.test, test_labels),
+        ] {
+            if m.check().is_err() {
+                return Err(EvalError::BlockSize {
+                    block: b.name.clone(),
+                    split,
+                    rows: m.rows,
+                    cols: m.cols,
+                    len: m.data.len(),
+                });
+            }
+            if m.rows != labels.len() {
+                return Err(EvalError::LabelCount {
+                    block: b.name.clone(),
+                    split,
+                    rows: m.rows,
+                    labels: labels.len(),
+                });
+            }
+            if m.cols == 0 {
+                return Err(EvalError::ZeroWidth {
+                    block: b.name.clone(),
+                    split,
+                });
+            }
+        }
+        if b.train.cols != b.test.cols {
+            return Err(EvalError::WidthMismatch {
+                block: b.name.clone(),
+                train: b.train.cols,
+                test: b.test.cols,
+            });
+        }
+        for (split, m) in [(SplitKind::Train, &b.train), (SplitKind::Test, &b.test)] {
+            if let Some((row, col, value)) = m.first_non_finite() {
+                return Err(EvalError::NonFinite {
+                    block: b.name.clone(),
+                    split,
+                    row,
+                    col,
+                    value,
+                });
+            }
+        }
+    }
+    let rows: Vec<usize> = match s.few_shot {
+        Some(n) => few_shot_indices(train_labels, n),
+        None => (0..train_labels.len()).collect(),
+    };
+    if rows.is_empty() {
+        return Err(EvalError::EmptyFewShot {
+            shots: s.few_shot.unwrap_or(0),
+        });
+    }
+    Ok(rows)
+}
+
 /// Every non-empty combination of blocks (in the paper's enumeration order: by size, then
 /// lexicographic in block order), evaluated with the protocol above.
+///
+/// Everything is validated before any work: `k >= 1`, `few_shot >= 1` and `pca_dim >= 1` when
+/// given, at least one block, train and test rows (also after the few-shot selection), every
+/// block's rows equal to its split's labels, at least one column, equal train and test widths,
+/// finite values. Errors name the block, the split and the first bad row.
 pub fn evaluate<B: Backend>(
     blocks: &[Block],
     train_labels: &[i64],
     test_labels: &[i64],
     s: &KnnSettings,
     device: &B::Device,
-) -> Vec<ComboResult> {
-    let rows: Vec<usize> = match s.few_shot {
-        Some(n) => few_shot_indices(train_labels, n),
-        None => (0..train_labels.len()).collect(),
-    };
+) -> Result<Vec<ComboResult>> {
+    let rows = validate(blocks, train_labels, test_labels, s)?;
     let labels: Vec<i64> = rows.iter().map(|&r| train_labels[r]).collect();
     let normed: Vec<(Matrix, Matrix)> = blocks
         .iter()
         .map(|b| {
-            (
-                b.train.select_rows(&rows).l2_normalized(),
+            Ok((
+                b.train.select_rows(&rows)?.l2_normalized(),
                 b.test.l2_normalized(),
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let nb = blocks.len();
     let mut combos: Vec<Vec<usize>> = Vec::new();
     for size in 1..=nb {
@@ -303,27 +526,28 @@ pub fn evaluate<B: Backend>(
     combos
         .into_iter()
         .map(|c| {
-            let tr = Matrix::hcat(&c.iter().map(|&i| &normed[i].0).collect::<Vec<_>>());
-            let te = Matrix::hcat(&c.iter().map(|&i| &normed[i].1).collect::<Vec<_>>());
-            let use_pca = matches!(s.pca_dim, Some(p) if p < tr.rows && p < tr.cols);
-            let (tr, te) = if use_pca {
-                let pca = Pca::fit(&tr, s.pca_dim.unwrap());
-                (pca.transform(&tr), pca.transform(&te))
-            } else {
-                (tr, te)
+            let tr = Matrix::hcat(&c.iter().map(|&i| &normed[i].0).collect::<Vec<_>>())?;
+            let te = Matrix::hcat(&c.iter().map(|&i| &normed[i].1).collect::<Vec<_>>())?;
+            let pca_dim = s.pca_dim.filter(|&p| p < tr.rows && p < tr.cols);
+            let (tr, te) = match pca_dim {
+                Some(p) => {
+                    let pca = Pca::fit(&tr, p)?;
+                    (pca.transform(&tr)?, pca.transform(&te)?)
+                }
+                None => (tr, te),
             };
-            let preds = vote(&knn_neighbors::<B>(&tr, &te, s.k, device), &labels);
-            ComboResult {
+            let preds = vote(&knn_neighbors::<B>(&tr, &te, s.k, device)?, &labels)?;
+            Ok(ComboResult {
                 combination: c
                     .iter()
                     .map(|&i| blocks[i].name.as_str())
                     .collect::<Vec<_>>()
                     .join("+"),
-                accuracy: accuracy(&preds, test_labels),
-                mean_per_class_accuracy: mean_per_class_accuracy(&preds, test_labels),
-                pca: use_pca,
+                accuracy: accuracy(&preds, test_labels)?,
+                mean_per_class_accuracy: mean_per_class_accuracy(&preds, test_labels)?,
+                pca: pca_dim.is_some(),
                 predictions: preds,
-            }
+            })
         })
         .collect()
 }
@@ -350,19 +574,78 @@ fn combinations(
 mod tests {
     use super::*;
 
+    type B = burn::backend::Flex;
+
+    fn m(rows: usize, cols: usize, data: &[f64]) -> Matrix {
+        Matrix::new(rows, cols, data.to_vec()).unwrap()
+    }
+
+    /// Two well separated classes: train rows 0,1 → label 0, rows 2,3 → label 1.
+    fn good() -> (Vec<Block>, Vec<i64>, Vec<i64>) {
+        let block = Block {
+            name: "a".into(),
+            train: m(4, 2, &[1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9]),
+            test: m(2, 2, &[0.95, 0.05, 0.05, 0.95]),
+        };
+        (vec![block], vec![0, 0, 1, 1], vec![0, 1])
+    }
+
+    fn settings() -> KnnSettings {
+        KnnSettings {
+            k: 1,
+            pca_dim: None,
+            few_shot: None,
+        }
+    }
+
+    fn eval(blocks: &[Block], tr: &[i64], te: &[i64], s: &KnnSettings) -> Result<Vec<ComboResult>> {
+        evaluate::<B>(blocks, tr, te, s, &Default::default())
+    }
+
     #[test]
     fn metrics_ported_from_the_reference_tests() {
         // tests/test_metrics.py of the paper repo.
-        assert_eq!(mean_per_class_accuracy(&[1, 2, 3, 4], &[4, 1, 2, 3]), 0.0);
-        assert!((mean_per_class_accuracy(&[1, 1, 4, 3], &[1, 1, 3, 4]) - 1.0 / 3.0).abs() < 0.01);
-        assert_eq!(mean_per_class_accuracy(&[1, 2, 3], &[1, 2, 3]), 1.0);
-        assert_eq!(mean_per_class_accuracy(&[1, 2, 2, 1], &[1, 1, 2, 2]), 0.5);
+        let mpca = |p: &[i64], t: &[i64]| mean_per_class_accuracy(p, t).unwrap();
+        assert_eq!(mpca(&[1, 2, 3, 4], &[4, 1, 2, 3]), 0.0);
+        assert!((mpca(&[1, 1, 4, 3], &[1, 1, 3, 4]) - 1.0 / 3.0).abs() < 0.01);
+        assert_eq!(mpca(&[1, 2, 3], &[1, 2, 3]), 1.0);
+        assert_eq!(mpca(&[1, 2, 2, 1], &[1, 1, 2, 2]), 0.5);
+        assert_eq!(accuracy(&[1, 2, 2, 1], &[1, 1, 2, 2]).unwrap(), 0.5);
+    }
+
+    #[test]
+    fn metrics_reject_mismatched_or_empty_inputs() {
+        let e = EvalError::PredictionCount {
+            predictions: 1,
+            targets: 2,
+        };
+        assert_eq!(accuracy(&[1], &[1, 2]), Err(e.clone()));
+        assert_eq!(mean_per_class_accuracy(&[1], &[1, 2]), Err(e));
+        assert_eq!(accuracy(&[], &[]), Err(EvalError::NoTargets));
+        assert_eq!(mean_per_class_accuracy(&[], &[]), Err(EvalError::NoTargets));
     }
 
     #[test]
     fn votes_break_ties_to_the_smallest_label() {
-        assert_eq!(vote(&[vec![0, 1, 2, 3]], &[5, 3, 5, 3]), vec![3]);
-        assert_eq!(vote(&[vec![0, 1, 2]], &[5, 3, 5]), vec![5]);
+        assert_eq!(vote(&[vec![0, 1, 2, 3]], &[5, 3, 5, 3]).unwrap(), vec![3]);
+        assert_eq!(vote(&[vec![0, 1, 2]], &[5, 3, 5]).unwrap(), vec![5]);
+        assert_eq!(vote(&[vec![2, 0, 1]], &[-1, 7, 7]).unwrap(), vec![7]);
+    }
+
+    #[test]
+    fn vote_never_invents_a_label() {
+        assert_eq!(
+            vote(&[vec![0], vec![]], &[4]),
+            Err(EvalError::NoNeighbors { row: 1 })
+        );
+        assert_eq!(
+            vote(&[vec![0, 3]], &[4, 5]),
+            Err(EvalError::NeighborIndex {
+                row: 0,
+                index: 3,
+                labels: 2
+            })
+        );
     }
 
     #[test]
@@ -370,6 +653,273 @@ mod tests {
         assert_eq!(
             few_shot_indices(&[0, 1, 0, 0, 1, 2, 1], 2),
             vec![0, 1, 2, 4, 5]
+        );
+    }
+
+    #[test]
+    fn matrix_constructors_check_sizes() {
+        assert_eq!(
+            Matrix::new(2, 3, vec![0.0; 5]),
+            Err(EvalError::MatrixSize {
+                rows: 2,
+                cols: 3,
+                len: 5
+            })
+        );
+        // rows * cols overflows: an error, not a panic or a wrap-around match.
+        assert!(matches!(
+            Matrix::new(usize::MAX, 2, vec![0.0; 2]),
+            Err(EvalError::MatrixSize { .. })
+        ));
+        let a = m(2, 1, &[1.0, 2.0]);
+        assert_eq!(
+            a.select_rows(&[1, 2]),
+            Err(EvalError::RowIndex { index: 2, rows: 2 })
+        );
+        assert_eq!(a.select_rows(&[1, 0]).unwrap(), m(2, 1, &[2.0, 1.0]));
+        let bad = Matrix {
+            rows: 3,
+            cols: 1,
+            data: vec![1.0],
+        };
+        assert!(matches!(
+            bad.select_rows(&[2]),
+            Err(EvalError::MatrixSize { .. })
+        ));
+        assert_eq!(Matrix::hcat(&[]), Err(EvalError::NothingToConcatenate));
+        let b = m(1, 1, &[3.0]);
+        assert_eq!(
+            Matrix::hcat(&[&a, &b]),
+            Err(EvalError::ConcatRows {
+                part: 1,
+                found: 1,
+                expected: 2
+            })
+        );
+        assert_eq!(
+            Matrix::hcat(&[&a, &a]).unwrap(),
+            m(2, 2, &[1.0, 1.0, 2.0, 2.0])
+        );
+    }
+
+    #[test]
+    fn pca_checks_its_inputs() {
+        let x = m(3, 2, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        for p in [0, 3] {
+            assert_eq!(
+                Pca::fit(&x, p),
+                Err(EvalError::PcaShape {
+                    components: p,
+                    rows: 3,
+                    cols: 2
+                })
+            );
+        }
+        assert!(matches!(
+            Pca::fit(&m(0, 2, &[]), 1),
+            Err(EvalError::PcaShape { rows: 0, .. })
+        ));
+        let pca = Pca::fit(&x, 1).unwrap();
+        assert_eq!(pca.transform(&x).unwrap().cols, 1);
+        assert_eq!(
+            pca.transform(&m(1, 3, &[0.0; 3])),
+            Err(EvalError::PcaDims {
+                fitted: 2,
+                found: 3
+            })
+        );
+    }
+
+    #[test]
+    fn knn_neighbors_checks_its_inputs() {
+        let dev = Default::default();
+        let tr = m(2, 2, &[0.0, 0.0, 1.0, 1.0]);
+        let te = m(1, 2, &[0.9, 0.9]);
+        assert_eq!(
+            knn_neighbors::<B>(&tr, &te, 5, &dev).unwrap(),
+            vec![vec![1, 0]]
+        );
+        assert_eq!(knn_neighbors::<B>(&tr, &te, 0, &dev), Err(EvalError::ZeroK));
+        assert_eq!(
+            knn_neighbors::<B>(&tr, &m(1, 1, &[0.0]), 1, &dev),
+            Err(EvalError::KnnDims { train: 2, test: 1 })
+        );
+        assert_eq!(
+            knn_neighbors::<B>(&m(0, 2, &[]), &te, 1, &dev),
+            Err(EvalError::EmptySplit {
+                split: SplitKind::Train
+            })
+        );
+        assert_eq!(
+            knn_neighbors::<B>(&m(2, 0, &[]), &m(1, 0, &[]), 1, &dev),
+            Err(EvalError::ZeroColumns)
+        );
+        let nan = m(1, 2, &[0.0, f64::NAN]);
+        assert!(matches!(
+            knn_neighbors::<B>(&tr, &nan, 1, &dev),
+            Err(EvalError::KnnNonFinite {
+                split: SplitKind::Test,
+                row: 0,
+                col: 1,
+                ..
+            })
+        ));
+        assert_eq!(
+            knn_neighbors::<B>(&tr, &m(0, 2, &[]), 1, &dev).unwrap(),
+            Vec::<Vec<usize>>::new()
+        );
+    }
+
+    #[test]
+    fn evaluate_works_on_separated_classes() {
+        let (b, tr, te) = good();
+        let r = eval(&b, &tr, &te, &settings()).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].predictions, vec![0, 1]);
+        assert_eq!(r[0].accuracy, 1.0);
+        let s = KnnSettings {
+            k: 3,
+            pca_dim: Some(1),
+            few_shot: Some(1),
+        };
+        let r = eval(&b, &tr, &te, &s).unwrap();
+        assert_eq!(r[0].predictions, vec![0, 0]);
+        assert!(r[0].pca);
+    }
+
+    #[test]
+    fn evaluate_rejects_bad_settings() {
+        let (b, tr, te) = good();
+        let mut s = settings();
+        s.k = 0;
+        assert_eq!(eval(&b, &tr, &te, &s).unwrap_err(), EvalError::ZeroK);
+        let mut s = settings();
+        s.few_shot = Some(0);
+        assert_eq!(eval(&b, &tr, &te, &s).unwrap_err(), EvalError::ZeroFewShot);
+        let mut s = settings();
+        s.pca_dim = Some(0);
+        assert_eq!(eval(&b, &tr, &te, &s).unwrap_err(), EvalError::ZeroPcaDim);
+        assert_eq!(
+            eval(&[], &tr, &te, &settings()).unwrap_err(),
+            EvalError::NoBlocks
+        );
+    }
+
+    #[test]
+    fn evaluate_rejects_empty_splits() {
+        let (mut b, _, te) = good();
+        b[0].train = m(0, 2, &[]);
+        let e = eval(&b, &[], &te, &settings()).unwrap_err();
+        assert_eq!(
+            e,
+            EvalError::EmptySplit {
+                split: SplitKind::Train
+            }
+        );
+        assert_eq!(e.split(), Some(SplitKind::Train));
+        let (mut b, tr, _) = good();
+        b[0].test = m(0, 2, &[]);
+        assert_eq!(
+            eval(&b, &tr, &[], &settings()).unwrap_err(),
+            EvalError::EmptySplit {
+                split: SplitKind::Test
+            }
+        );
+    }
+
+    #[test]
+    fn evaluate_rejects_label_count_mismatches() {
+        let (b, tr, te) = good();
+        assert_eq!(
+            eval(&b, &tr[..3], &te, &settings()).unwrap_err(),
+            EvalError::LabelCount {
+                block: "a".into(),
+                split: SplitKind::Train,
+                rows: 4,
+                labels: 3
+            }
+        );
+        assert_eq!(
+            eval(&b, &tr, &[0, 1, 1], &settings()).unwrap_err(),
+            EvalError::LabelCount {
+                block: "a".into(),
+                split: SplitKind::Test,
+                rows: 2,
+                labels: 3
+            }
+        );
+    }
+
+    #[test]
+    fn evaluate_rejects_inconsistent_matrices() {
+        let (mut b, tr, te) = good();
+        b[0].test.data.pop();
+        assert_eq!(
+            eval(&b, &tr, &te, &settings()).unwrap_err(),
+            EvalError::BlockSize {
+                block: "a".into(),
+                split: SplitKind::Test,
+                rows: 2,
+                cols: 2,
+                len: 3
+            }
+        );
+    }
+
+    #[test]
+    fn evaluate_rejects_zero_width_and_width_mismatch() {
+        let (mut b, tr, te) = good();
+        b[0].train = m(4, 0, &[]);
+        b[0].test = m(2, 0, &[]);
+        assert_eq!(
+            eval(&b, &tr, &te, &settings()).unwrap_err(),
+            EvalError::ZeroWidth {
+                block: "a".into(),
+                split: SplitKind::Train
+            }
+        );
+        let (mut b, tr, te) = good();
+        b[0].test = m(2, 3, &[0.0; 6]);
+        assert_eq!(
+            eval(&b, &tr, &te, &settings()).unwrap_err(),
+            EvalError::WidthMismatch {
+                block: "a".into(),
+                train: 2,
+                test: 3
+            }
+        );
+    }
+
+    #[test]
+    fn evaluate_rejects_non_finite_values_naming_block_split_and_row() {
+        for (split, v) in [
+            (SplitKind::Train, f64::NAN),
+            (SplitKind::Test, f64::INFINITY),
+        ] {
+            let (mut b, tr, te) = good();
+            let mat = match split {
+                SplitKind::Train => &mut b[0].train,
+                SplitKind::Test => &mut b[0].test,
+            };
+            mat.data[3] = v;
+            let e = eval(&b, &tr, &te, &settings()).unwrap_err();
+            assert!(
+                matches!(&e, EvalError::NonFinite { block, split: s, row: 1, col: 1, .. } if block == "a" && *s == split),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&format!("{split} row 1")), "{e}");
+        }
+    }
+
+    #[test]
+    fn evaluate_rejects_an_empty_few_shot_selection() {
+        // Cannot happen with shots >= 1 and >= 1 training row; checked all the same.
+        let (b, tr, te) = good();
+        let rows = validate(&b, &tr, &te, &settings()).unwrap();
+        assert_eq!(rows, vec![0, 1, 2, 3]);
+        assert_eq!(
+            EvalError::EmptyFewShot { shots: 1 }.split(),
+            Some(SplitKind::Train)
         );
     }
 

@@ -190,7 +190,7 @@ pub enum ConfigError {
         /// File or `<string>`.
         source_name: String,
         /// What is wrong.
-        inner: fungi_core::Error,
+        inner: Box<fungi_core::Error>,
     },
 }
 
@@ -224,7 +224,7 @@ impl FungiConfig {
         };
         let invalid = |inner: fungi_core::Error| ConfigError::Invalid {
             source_name: source_name.to_string(),
-            inner,
+            inner: Box::new(inner),
         };
         if let Some(p) = cfg.preset {
             if !cfg.objectives.is_empty() {

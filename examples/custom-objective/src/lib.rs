@@ -46,13 +46,13 @@ impl<B: AutodiffBackend> Objective<B> for FlipConsistency<B> {
             })
             .collect()
     }
-    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1> {
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>> {
         // embeddings: [2, E] — this image's two views only.
         let z = l2_normalize(self.head.apply(embeddings)); // [2, L]
         let [_, l] = z.dims();
         let a = z.clone().slice([0..1, 0..l]);
         let b = z.slice([1..2, 0..l]);
-        (a * b).sum().neg().reshape([1])
+        Ok((a * b).sum().neg().reshape([1]))
     }
     fn state(&self) -> BTreeMap<String, StateTensor> {
         let (w, b) = self.head.state();

@@ -60,7 +60,11 @@ fn custom_objective_through_the_extractor() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("s.safetensors");
     a.save_state(&state).unwrap();
-    let mut b = extractor(3, 2);
+    // A state of another seed is refused (heads and views would disagree) ...
+    let err = extractor(3, 2).load_state(&state).unwrap_err().to_string();
+    assert!(err.contains("seed"), "{err}");
+    // ... one of the same seed restores the run, whatever the batch size.
+    let mut b = extractor(3, 1);
     b.load_state(&state).unwrap();
     assert_eq!(b.extract(&imgs, &[0, 1, 2]).unwrap(), f);
     std::fs::remove_dir_all(&dir).ok();

@@ -213,7 +213,8 @@ impl<B: Backend> DeepClusterObjective<B> {
             .transpose()
     }
 
-    /// Training-set assignments per head after `setup` (empty before).
+    /// Training-set assignments per head after `setup` (empty before), one per image of the
+    /// memory bank in dataset order (images skipped as unreadable during setup are left out).
     pub fn assignments(&self) -> &[Vec<usize>] {
         &self.assignments
     }
@@ -312,10 +313,11 @@ impl<B: AutodiffBackend> DeepClusterObjective<B> {
     /// The image's cluster per head, from its memory-bank views (the last 2 of `embeddings`,
     /// `[V, E]`): the index of the prototype with the largest dot product with the memory latent
     /// of crop `[0, 1, 0][h]`.
-    pub fn image_targets(&self, embeddings: Tensor<B, 2>) -> Vec<usize> {
-        let protos = self.prototypes.as_ref().expect(
-            "DeepCluster needs prototypes: call setup() on the training set or load a state",
-        );
+    ///
+    /// # Errors
+    /// Without prototypes (neither `setup` nor a loaded state).
+    pub fn image_targets(&self, embeddings: Tensor<B, 2>) -> Result<Vec<usize>> {
+        let protos = self.prototypes()?;
         let [v, e] = embeddings.dims();
         let mem = l2_normalize(
             embeddings
@@ -324,7 +326,7 @@ impl<B: AutodiffBackend> DeepClusterObjective<B> {
                 .matmul(self.projection.1.clone().inner()),
         );
         let l = mem.dims()[1];
-        protos
+        Ok(protos
             .iter()
             .enumerate()
             .map(|(h, (_, pt))| {
@@ -336,10 +338,22 @@ impl<B: AutodiffBackend> DeepClusterObjective<B> {
                 s.argmax(1)
                     .into_data()
                     .convert::<i64>()
-                    .into_vec::<i64>()
-                    .expect("index")[0] as usize
+                    .iter::<i64>()
+                    .next()
+                    .unwrap_or(0) as usize
             })
-            .collect()
+            .collect())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn prototypes(&self) -> Result<&Vec<(StateTensor, Tensor<B, 2>)>> {
+        self.prototypes.as_ref().ok_or_else(|| {
+            Error::Input(
+                "objective `deepcluster` has no prototypes: run setup on the training set or \
+                 load a state file first"
+                    .into(),
+            )
+        })
     }
 
     /// Memory-bank latents `[2, L]` of embeddings on the inner backend.
@@ -371,8 +385,12 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
         }
         let l = self.config.latent_dim;
         let mut memory = [Vec::with_capacity(n * l), Vec::with_capacity(n * l)];
+        let mut kept = 0usize;
         for i in 0..n {
-            let img = ctx.image(i)?;
+            let Some(img) = fungi_core::objective::setup_image(ctx, i)? else {
+                continue;
+            };
+            kept += 1;
             let mut rng = fungi_core::rng::stream(ctx.seed(), "deepcluster", i as u64);
             let boxes = self.sample_params(img.width(), img.height(), &mut rng);
             let views = self.apply(&img, &boxes[self.config.crops()..]);
@@ -384,11 +402,25 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
                 .latents_inner(ctx.embed(x))
                 .into_data()
                 .convert::<f32>()
-                .into_vec()
-                .expect("f32");
+                .iter::<f32>()
+                .collect();
             memory[0].extend_from_slice(&z[..l]);
             memory[1].extend_from_slice(&z[l..]);
             ctx.progress("deepcluster memory bank", i + 1, n);
+        }
+        if kept == 0 {
+            return Err(Error::Input(
+                "deepcluster setup: no training image could be read".into(),
+            ));
+        }
+        let n = kept;
+        for (h, &k) in self.config.nmb_prototypes.iter().enumerate() {
+            if k > n {
+                tracing::warn!(
+                    "deepcluster: nmb_prototypes[{h}] = {k} but the memory bank has only {n} \
+                     images: using {n} prototypes"
+                );
+            }
         }
         let mut rng = fungi_core::rng::stream(ctx.seed(), "deepcluster.kmeans", 0);
         let mut protos = Vec::new();
@@ -425,13 +457,15 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
         Ok(())
     }
 
-    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1> {
-        let protos = self.prototypes.as_ref().expect(
-            "DeepCluster needs prototypes: call setup() on the training set or load a state",
-        );
+    fn ready(&self) -> Result<()> {
+        self.prototypes().map(|_| ())
+    }
+
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>> {
+        let protos = self.prototypes()?;
         let [_, e] = embeddings.dims();
         let c = self.config.crops();
-        let targets = self.image_targets(embeddings.clone());
+        let targets = self.image_targets(embeddings.clone())?;
         let z = l2_normalize(
             embeddings
                 .slice([0..c, 0..e])
@@ -453,7 +487,7 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
             );
         }
         let n_terms = (terms.len() * c) as f64;
-        Tensor::cat(terms, 0).sum().div_scalar(n_terms).reshape([1])
+        Ok(Tensor::cat(terms, 0).sum().div_scalar(n_terms).reshape([1]))
     }
     fn grad_scale(&self) -> f32 {
         self.config.crops() as f32

@@ -196,7 +196,7 @@ impl<B: AutodiffBackend> Objective<B> for DinoObjective<B> {
             .sample_params(image.width(), image.height(), rng);
         self.transform.apply(image, &params)
     }
-    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1> {
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>> {
         let [v, e] = embeddings.dims();
         let x = l2_normalize(embeddings);
         let student = log_softmax(
@@ -212,7 +212,7 @@ impl<B: AutodiffBackend> Objective<B> for DinoObjective<B> {
             1,
         )
         .detach(); // [2, L], no gradient through the teacher
-        teacher.matmul(student.transpose()).sum().neg().reshape([1])
+        Ok(teacher.matmul(student.transpose()).sum().neg().reshape([1]))
     }
     fn grad_scale(&self) -> f32 {
         self.transform.views() as f32

@@ -141,17 +141,18 @@ impl<B: AutodiffBackend> Objective<B> for KlObjective<B> {
             KlView::Eval => EvalTransform::default().apply(image),
         }
     }
-    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1> {
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>> {
         let z = self.head.apply(l2_normalize(embeddings)); // [1, L]
         let l = self.config.latent_dim as f64;
         let logp = log_softmax(z.div_scalar(self.config.temperature), 1);
         let log_u = (1.0 / l as f32).ln() as f64;
         // kl_div(logp, u, reduction="mean") over this image's L entries: mean_l u (log u - logp_l).
-        logp.neg()
+        Ok(logp
+            .neg()
             .add_scalar(log_u)
             .mul_scalar(1.0 / l)
             .mean_dim(1)
-            .reshape([1])
+            .reshape([1]))
     }
     fn state(&self) -> BTreeMap<String, StateTensor> {
         let (w, b) = self.head.state();

@@ -285,14 +285,32 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
                 "simclr setup: the training set is empty (negatives are drawn from it)".into(),
             ));
         }
+        let want = self.config.comparison_batch_size;
+        if want > ctx.len() {
+            tracing::warn!(
+                "simclr: comparison_batch_size = {want} but the training set has only {} images: \
+                 using all {} as negatives",
+                ctx.len(),
+                ctx.len()
+            );
+        }
         let mut rng = fungi_core::rng::stream(ctx.seed(), "simclr.negatives", 0);
-        let picks =
-            sample_without_replacement(ctx.len(), self.config.comparison_batch_size, &mut rng);
+        // A full permutation: its first `want` entries are exactly `sample(len, want)` (the
+        // Fisher-Yates prefix), and an unreadable pick is replaced by the next one when the
+        // context skips unreadable images.
+        let order = sample_without_replacement(ctx.len(), ctx.len(), &mut rng);
         let (v, per) = (self.views, 3 * 224 * 224);
         let chunk_views = self.config.comparison_batch_encoding_batch_size.max(1);
-        let mut latents: Vec<f32> = Vec::with_capacity(picks.len() * v * self.config.latent_dim);
-        for (k, &i) in picks.iter().enumerate() {
-            let img = ctx.image(i)?;
+        let target = want.min(ctx.len());
+        let mut latents: Vec<f32> = Vec::with_capacity(target * v * self.config.latent_dim);
+        let mut done = 0;
+        for &i in &order {
+            if done == target {
+                break;
+            }
+            let Some(img) = fungi_core::objective::setup_image(ctx, i)? else {
+                continue;
+            };
             let views = self.patchify.apply(&img)?;
             for start in (0..v).step_by(chunk_views) {
                 let n = chunk_views.min(v - start);
@@ -304,14 +322,21 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
                     &ctx.device(),
                 );
                 let z = self.head.apply_inner(ctx.embed(x));
-                latents.extend(
-                    z.into_data()
-                        .convert::<f32>()
-                        .into_vec::<f32>()
-                        .expect("f32"),
-                );
+                latents.extend(z.into_data().convert::<f32>().iter::<f32>());
             }
-            ctx.progress("simclr negatives", k + 1, picks.len());
+            done += 1;
+            ctx.progress("simclr negatives", done, target);
+        }
+        if done == 0 {
+            return Err(Error::Input(
+                "simclr setup: no training image could be read (negatives are drawn from them)"
+                    .into(),
+            ));
+        }
+        if done < target {
+            tracing::warn!(
+                "simclr: only {done} readable training images for comparison_batch_size = {want}"
+            );
         }
         let rows = latents.len() / self.config.latent_dim;
         self.set_negatives(StateTensor {
@@ -320,11 +345,22 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
         })
     }
 
-    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 1> {
-        let (_, neg) = self
-            .negatives
-            .as_ref()
-            .expect("SimCLR needs negatives: call setup() or load a state first");
+    fn ready(&self) -> Result<()> {
+        match self.negatives {
+            Some(_) => Ok(()),
+            None => Err(Error::Input(
+                "objective `simclr` has no negatives: run setup on the training set or load a \
+                 state file first"
+                    .into(),
+            )),
+        }
+    }
+
+    fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>> {
+        self.ready()?;
+        let Some((_, neg)) = self.negatives.as_ref() else {
+            return Err(Error::Input("objective `simclr` has no negatives".into()));
+        };
         let v = embeddings.dims()[0];
         let device = embeddings.device();
         let f = l2_normalize(self.head.apply(embeddings)); // [V, L]
@@ -350,7 +386,7 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
                 off.div_scalar(-((v - 1) as f64)) + logsumexp(all.div_scalar(t))
             }
         };
-        nll.mean().reshape([1])
+        Ok(nll.mean().reshape([1]))
     }
     fn grad_scale(&self) -> f32 {
         self.views as f32
