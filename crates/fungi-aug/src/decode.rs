@@ -62,6 +62,35 @@ pub fn decode_rgb(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<RgbIma
 
 /// Decodes in-memory bytes; `path` is only used in messages.
 pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+    guard(path, || decode_unguarded(bytes, path, opts))
+}
+
+/// Last-resort guard: a panic inside a third-party codec becomes [`DecodeError::CodecPanic`]
+/// instead of taking down a whole extraction run. Every panic found so far is prevented before
+/// it can happen (`check_png_palette`; docs/fuzzing.md); this only catches codec bugs nobody has
+/// found yet (the panic hook still prints them). It does nothing under `panic = "abort"`, and is
+/// compiled out with feature `fuzzing` so that fuzzers see such panics as crashes.
+#[cfg(not(feature = "fuzzing"))]
+fn guard(path: &Path, f: impl FnOnce() -> Result<RgbImage>) -> Result<RgbImage> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Err(Error::Decode {
+            path: path.to_path_buf(),
+            reason: DecodeError::CodecPanic { message },
+        })
+    })
+}
+
+#[cfg(feature = "fuzzing")]
+fn guard(_path: &Path, f: impl FnOnce() -> Result<RgbImage>) -> Result<RgbImage> {
+    f()
+}
+
+fn decode_unguarded(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     let derr = |reason: DecodeError| Error::Decode {
         path: path.to_path_buf(),
         reason,
@@ -69,7 +98,9 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Resu
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| derr(DecodeError::Codec(e.to_string())))?;
-    let format = reader.format().ok_or_else(|| derr(DecodeError::UnknownFormat))?;
+    let format = reader
+        .format()
+        .ok_or_else(|| derr(DecodeError::UnknownFormat))?;
     #[cfg(feature = "turbojpeg")]
     if format == image::ImageFormat::Jpeg {
         return turbo::decode(bytes, path, opts);
@@ -79,6 +110,9 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Resu
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(opts.max_alloc);
     reader.limits(limits);
+    if format == image::ImageFormat::Png {
+        check_png_palette(bytes, path)?;
+    }
     let jpeg = format == image::ImageFormat::Jpeg;
     let fail = |e: image::ImageError| {
         // When the container shows the data is cut short, say so rather than the codec's message.
@@ -111,6 +145,30 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Resu
         });
     }
     to_rgb(img).ok_or_else(|| internal_size_error(path))
+}
+
+/// Refuses a PNG whose PLTE chunk length is not a multiple of 3 (or above 256 entries): the
+/// `png` crate 0.18.1 panics on it when expanding the palette (`create_rgba_palette`, slice out
+/// of range), found by the `decode` fuzz target (docs/fuzzing.md). Walks the chunks up to the
+/// first IDAT (PLTE must precede it); anything else malformed is left to the decoder.
+fn check_png_palette(bytes: &[u8], path: &Path) -> Result<()> {
+    let mut i = 8; // signature
+    while let Some(head) = bytes.get(i..i + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        match &head[4..8] {
+            b"PLTE" if len % 3 != 0 || len > 768 => {
+                return Err(Error::Decode {
+                    path: path.to_path_buf(),
+                    reason: DecodeError::InvalidPalette { len },
+                })
+            }
+            b"IDAT" | b"IEND" => break,
+            _ => {}
+        }
+        // length + type + data + CRC; stops (the decoder reports it) past the end.
+        i = i.saturating_add(12).saturating_add(len as usize);
+    }
+    Ok(())
 }
 
 fn internal_size_error(path: &Path) -> Error {
@@ -335,7 +393,13 @@ fn from_fn16(
 fn first3(w: u32, h: u32, data: &[u8], channels: usize, grey: bool) -> Option<RgbImage> {
     let out = data
         .chunks_exact(channels)
-        .flat_map(|p| if grey { [p[0], p[0], p[0]] } else { [p[0], p[1], p[2]] })
+        .flat_map(|p| {
+            if grey {
+                [p[0], p[0], p[0]]
+            } else {
+                [p[0], p[1], p[2]]
+            }
+        })
         .collect();
     RgbImage::from_raw(w, h, out)
 }
@@ -489,7 +553,9 @@ mod tests {
         let mut b = vec![0xFF, 0xD8];
         b.extend([0xFF, 0xDB, 0x00, 0x04, 0xFF, 0xD9]); // payload FF D9: not the end
         b.extend([0xFF, 0xDA, 0x00, 0x03, 0x01]);
-        b.extend([0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xFF, 0x00]);
+        b.extend([
+            0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xFF, 0x00,
+        ]);
         b.extend([0xFF, 0xC4, 0x00, 0x05, 0xFF, 0xD9, 0x00]);
         b.extend([0xFF, 0xDA, 0x00, 0x02, 0x78, 0xFF, 0x00]);
         b.extend([0xFF, 0xD9]);
@@ -509,11 +575,119 @@ mod tests {
         }
         // Before the first scan, the message names the missing scan.
         assert!(jpeg_truncation(&b[..8]).unwrap().contains("start-of-scan"));
-        assert!(jpeg_truncation(&b[..b.len() - 1]).unwrap().contains("end-of-image"));
+        assert!(jpeg_truncation(&b[..b.len() - 1])
+            .unwrap()
+            .contains("end-of-image"));
         // Not a JPEG, or malformed lengths: the decoder decides.
         assert_eq!(jpeg_truncation(b"\x89PNG"), None);
-        assert_eq!(jpeg_truncation(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x01, 0x00]), None);
+        assert_eq!(
+            jpeg_truncation(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x01, 0x00]),
+            None
+        );
         assert_eq!(jpeg_truncation(&[0xFF, 0xD8, 0xFF, 0xD8]), None);
+    }
+
+    /// Found by `cargo fuzz run decode` (fuzz/artifacts/decode/crash-f743327b…, 175 bytes): a
+    /// 37x23 palette PNG whose PLTE chunk has 49 bytes made `png` 0.18.1 panic ("range end index
+    /// 3 out of range for slice of length 1" in `create_rgba_palette`). Rebuilt here from the
+    /// golden palette fixture with its PLTE shortened by 2 bytes (CRC recomputed).
+    #[test]
+    fn png_palette_of_a_length_not_a_multiple_of_3_is_an_error_not_a_panic() {
+        fn crc32(data: &[u8]) -> u32 {
+            let mut c = !0u32;
+            for &b in data {
+                c ^= b as u32;
+                for _ in 0..8 {
+                    c = if c & 1 == 1 {
+                        0xEDB8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        }
+        /// The fixture with PLTE's data changed by `f` (length and CRC kept consistent).
+        fn with_palette(f: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+            let b = std::fs::read(fixtures.join("formats/p_transparency.png")).unwrap();
+            let mut out = b[..8].to_vec();
+            let mut i = 8;
+            while i + 12 <= b.len() {
+                let len = u32::from_be_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+                let (kind, mut data) = (&b[i + 4..i + 8], b[i + 8..i + 8 + len].to_vec());
+                if kind == b"PLTE" {
+                    f(&mut data);
+                }
+                let mut typed = kind.to_vec();
+                typed.extend_from_slice(&data);
+                out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                out.extend_from_slice(&typed);
+                out.extend_from_slice(&crc32(&typed).to_be_bytes());
+                i += 12 + len;
+            }
+            out
+        }
+        let p = Path::new("/data/p.png");
+        let o = DecodeOptions::default();
+        // Unchanged, the rebuilt file decodes.
+        assert!(decode_rgb_bytes(&with_palette(|_| {}), p, &o).is_ok());
+        for cut in [1usize, 2, 4] {
+            let bytes = with_palette(|d| d.truncate(d.len() - cut));
+            let e = decode_rgb_bytes(&bytes, p, &o).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Decode {
+                        reason: DecodeError::InvalidPalette { .. },
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("/data/p.png") && e.to_string().contains("PLTE"));
+        }
+        // Longer than 256 entries.
+        let bytes = with_palette(|d| d.resize(771, 0));
+        assert!(decode_rgb_bytes(&bytes, p, &o).is_err());
+        // The fuzzer's input itself.
+        let crash: &[u8] = &[
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+            0x44, 0x52, 0x00, 0x00, 0x00, 0x25, 0x00, 0x00, 0x00, 0x17, 0x04, 0x03, 0x00, 0x00,
+            0x00, 0x7e, 0x02, 0x9b, 0x96, 0x00, 0x00, 0x00, 0x31, 0x50, 0x4c, 0x54, 0x45, 0xbd,
+            0xe2, 0xa3, 0xbd, 0xbb, 0xc1, 0xdd, 0x8f, 0xdf, 0x9a, 0x8f, 0xaf, 0x3c, 0xe2, 0x91,
+            0x3c, 0xbb, 0x80, 0x58, 0x8f, 0x80, 0x19, 0x8f, 0x53, 0xdd, 0x53, 0xc3, 0x9a, 0x94,
+            0x53, 0x16, 0xdd, 0xa8, 0x9a, 0x16, 0x78, 0x58, 0x53, 0x64, 0x19, 0x53, 0x37, 0x58,
+            0x16, 0x49, 0x19, 0x16, 0x1c, 0x0d, 0xf7, 0xe9, 0x07, 0x29, 0x00, 0x00, 0x00, 0x04,
+            0x74, 0x52, 0x4e, 0x53, 0xff, 0xff, 0xff, 0x00, 0x40, 0x2a, 0xa9, 0xf4, 0x00, 0x00,
+            0x00, 0x98, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x95, 0x90, 0xcd, 0x0d, 0xc2, 0x30,
+            0x0c, 0x46, 0x5f, 0xa2, 0x0c, 0xd0, 0x4e, 0xcb, 0x2e, 0x91, 0x90, 0xba, 0x10, 0x23,
+            0x10, 0xbc, 0x41, 0x72, 0x42, 0x15, 0x02, 0x9b, 0x83, 0x53, 0x7e, 0x5a, 0x40, 0xc2,
+            0xc7, 0x67, 0x5b, 0xdf, 0xb3, 0x83, 0x01, 0xd6, 0x80, 0x54, 0x08, 0x43, 0x01, 0x54,
+            0x60, 0x44, 0x61, 0x0e, 0xc7, 0x60, 0x82,
+        ];
+        let e = decode_rgb_bytes(crash, p, &o).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Decode {
+                    reason: DecodeError::InvalidPalette { len: 49 },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[cfg(not(feature = "fuzzing"))]
+    #[test]
+    fn a_codec_panic_becomes_an_error_naming_the_file() {
+        let e = guard(Path::new("/data/x.png"), || panic!("boom in a codec")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Decode { reason: DecodeError::CodecPanic { message }, .. } if message == "boom in a codec"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("/data/x.png"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,23 @@ pub enum DecodeError {
         /// What was missing.
         expected: &'static str,
     },
+    /// A PNG palette whose length is not a multiple of 3 (invalid per the PNG specification).
+    /// Refused before decoding: the `png` crate (0.18.1) panics on it (docs/fuzzing.md).
+    #[error(
+        "the PNG palette (PLTE chunk) has {len} bytes, not a whole number of RGB entries \
+         (expected a multiple of 3, at most 768)"
+    )]
+    InvalidPalette {
+        /// Length of the PLTE chunk's data.
+        len: u32,
+    },
+    /// A codec panicked on the data (a bug in that codec, turned into an error by the last-resort
+    /// guard of [`decode_rgb_bytes`](crate::decode_rgb_bytes); absent with feature `fuzzing`).
+    #[error("the decoder panicked on this file (a codec bug; please report it): {message}")]
+    CodecPanic {
+        /// The panic message.
+        message: String,
+    },
     /// The format is not recognised from the content.
     #[error("unknown or unsupported format (expected PNG, JPEG, WebP, BMP, TIFF or PNM)")]
     UnknownFormat,

@@ -77,7 +77,16 @@ impl EvalTransform {
     pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
         let ((nw, nh), (left, top)) =
             eval_geometry(img.width(), img.height(), self.resize, self.crop);
-        resize_crop(img, nw, nh, Filter::Bicubic, left, top, self.crop, self.crop)
+        resize_crop(
+            img,
+            nw,
+            nh,
+            Filter::Bicubic,
+            left,
+            top,
+            self.crop,
+            self.crop,
+        )
     }
     /// The normalised CHW `f32` view.
     pub fn apply(&self, img: &RgbImage) -> Vec<f32> {

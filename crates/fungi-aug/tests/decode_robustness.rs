@@ -31,7 +31,10 @@ fn decode(bytes: &[u8]) -> fungi_aug::Result<fungi_aug::RgbImage> {
 /// the whole buffer).
 fn err<T: Dims>(r: fungi_aug::Result<T>, what: &str) -> Error {
     match r {
-        Ok(img) => panic!("{what}: decoded a {:?} image, expected an error", img.dims()),
+        Ok(img) => panic!(
+            "{what}: decoded a {:?} image, expected an error",
+            img.dims()
+        ),
         Err(e) => e,
     }
 }
@@ -50,40 +53,159 @@ impl Dims for fungi_aug::RgbImage {
 /// (default build: pure-Rust JPEG). With `turbojpeg`, JPEGs are Pillow's hashes
 /// (tests/fixtures/golden/meta.json, tests/fixtures/formats/expected.json).
 const HASHES: &[(&str, (u32, u32), &str)] = &[
-    ("formats/cmyk.jpg", (37, 23), "69a03472b338d1fb12f7bc0ea17a4be5b50a7047c2b762f5b7b099c7c914ff82"),
-    ("formats/gray.jpg", (37, 23), "b2b009d7830885a25b372aa4f95fc215e01383475ad035ddad609c94f0260e21"),
-    ("formats/i16.png", (37, 23), "049b1409839071e78ba395e8d52d7c730f21bccdee84871335d599d5e6ae26c7"),
-    ("formats/l.pgm", (37, 23), "de26b43d096b3704a0b4df8853cf5c63f3171282f312d69e978ed8d7a22572c1"),
-    ("formats/l.png", (37, 23), "de26b43d096b3704a0b4df8853cf5c63f3171282f312d69e978ed8d7a22572c1"),
-    ("formats/la.png", (37, 23), "de26b43d096b3704a0b4df8853cf5c63f3171282f312d69e978ed8d7a22572c1"),
-    ("formats/la16.png", (37, 23), "1a3c0bef8f193af8579aad82e11d43b3776a56b0076e4e838a7479c0b5d2ff80"),
-    ("formats/p.png", (37, 23), "22d3e8ae7285068e28507e5e2d67e1a8bb7c060727689107d58952d1a1cd88af"),
-    ("formats/p_transparency.png", (37, 23), "22d3e8ae7285068e28507e5e2d67e1a8bb7c060727689107d58952d1a1cd88af"),
-    ("formats/rgb.bmp", (37, 23), "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024"),
-    ("formats/rgb.png", (37, 23), "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024"),
-    ("formats/rgb.ppm", (37, 23), "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024"),
-    ("formats/rgb.tif", (37, 23), "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024"),
-    ("formats/rgb16.png", (37, 23), "b569e9f248c34a401c7e792f5c268ea17dc3d26d0f1d7401bd1c0bd59eb99695"),
-    ("formats/rgb_lossless.webp", (37, 23), "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024"),
-    ("formats/rgba.png", (37, 23), "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024"),
-    ("formats/rgba16.png", (37, 23), "b569e9f248c34a401c7e792f5c268ea17dc3d26d0f1d7401bd1c0bd59eb99695"),
-    ("formats/smooth.jpg", (37, 23), "102a2df913008335c7e86e0b10f1ecf48727a8e5ce38d7337cd2bcb2b8820fbe"),
-    ("golden/images/00_chelsea.jpg", (451, 300), "eb340c14d38fc9ceee567375c5fb039d57d750b0fa7d69bcfeb47f14bd16e1dd"),
-    ("golden/images/01_coffee.png", (320, 240), "5d89cc46704b471dd59d9e7f225a168eee29d005414f5072538574097a8e2d98"),
-    ("golden/images/02_camera_L.png", (256, 320), "08e1f987e069dde5d278f96703b4f8c7ad950a3aa44683c15cf6e4f9e4c94696"),
-    ("golden/images/03_logo_RGBA.png", (400, 300), "fa0a85480671782d07d585c7833b6a74a801a631d0616fbf9fcf7673cbf306e9"),
-    ("golden/images/04_astronaut_P.png", (256, 192), "7e49435e7e02bb865fe30072a717b91ac816703ec6e3f7051b1f2f63a5c90ba8"),
-    ("golden/images/05_tiny.png", (20, 13), "fe9df6919716b317e39ea3f9aff8819717240459ba09b834fb5a0540155a0c00"),
-    ("golden/images/06_large.png", (900, 600), "5266664db90a9dd540b41fd08f3714e54e38c10d095fb3155aeb8239ea123207"),
-    ("golden/images/07_panorama.jpg", (480, 96), "98dec1f5cec3fd172f52190fbf5371177626ca0912de78333b645e4205d721b6"),
+    (
+        "formats/cmyk.jpg",
+        (37, 23),
+        "69a03472b338d1fb12f7bc0ea17a4be5b50a7047c2b762f5b7b099c7c914ff82",
+    ),
+    (
+        "formats/gray.jpg",
+        (37, 23),
+        "b2b009d7830885a25b372aa4f95fc215e01383475ad035ddad609c94f0260e21",
+    ),
+    (
+        "formats/i16.png",
+        (37, 23),
+        "049b1409839071e78ba395e8d52d7c730f21bccdee84871335d599d5e6ae26c7",
+    ),
+    (
+        "formats/l.pgm",
+        (37, 23),
+        "de26b43d096b3704a0b4df8853cf5c63f3171282f312d69e978ed8d7a22572c1",
+    ),
+    (
+        "formats/l.png",
+        (37, 23),
+        "de26b43d096b3704a0b4df8853cf5c63f3171282f312d69e978ed8d7a22572c1",
+    ),
+    (
+        "formats/la.png",
+        (37, 23),
+        "de26b43d096b3704a0b4df8853cf5c63f3171282f312d69e978ed8d7a22572c1",
+    ),
+    (
+        "formats/la16.png",
+        (37, 23),
+        "1a3c0bef8f193af8579aad82e11d43b3776a56b0076e4e838a7479c0b5d2ff80",
+    ),
+    (
+        "formats/p.png",
+        (37, 23),
+        "22d3e8ae7285068e28507e5e2d67e1a8bb7c060727689107d58952d1a1cd88af",
+    ),
+    (
+        "formats/p_transparency.png",
+        (37, 23),
+        "22d3e8ae7285068e28507e5e2d67e1a8bb7c060727689107d58952d1a1cd88af",
+    ),
+    (
+        "formats/rgb.bmp",
+        (37, 23),
+        "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024",
+    ),
+    (
+        "formats/rgb.png",
+        (37, 23),
+        "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024",
+    ),
+    (
+        "formats/rgb.ppm",
+        (37, 23),
+        "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024",
+    ),
+    (
+        "formats/rgb.tif",
+        (37, 23),
+        "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024",
+    ),
+    (
+        "formats/rgb16.png",
+        (37, 23),
+        "b569e9f248c34a401c7e792f5c268ea17dc3d26d0f1d7401bd1c0bd59eb99695",
+    ),
+    (
+        "formats/rgb_lossless.webp",
+        (37, 23),
+        "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024",
+    ),
+    (
+        "formats/rgba.png",
+        (37, 23),
+        "4f3a1f321bae24b12e792eb1c31be34af94d6c8637389e2685d229ddef4c0024",
+    ),
+    (
+        "formats/rgba16.png",
+        (37, 23),
+        "b569e9f248c34a401c7e792f5c268ea17dc3d26d0f1d7401bd1c0bd59eb99695",
+    ),
+    (
+        "formats/smooth.jpg",
+        (37, 23),
+        "102a2df913008335c7e86e0b10f1ecf48727a8e5ce38d7337cd2bcb2b8820fbe",
+    ),
+    (
+        "golden/images/00_chelsea.jpg",
+        (451, 300),
+        "eb340c14d38fc9ceee567375c5fb039d57d750b0fa7d69bcfeb47f14bd16e1dd",
+    ),
+    (
+        "golden/images/01_coffee.png",
+        (320, 240),
+        "5d89cc46704b471dd59d9e7f225a168eee29d005414f5072538574097a8e2d98",
+    ),
+    (
+        "golden/images/02_camera_L.png",
+        (256, 320),
+        "08e1f987e069dde5d278f96703b4f8c7ad950a3aa44683c15cf6e4f9e4c94696",
+    ),
+    (
+        "golden/images/03_logo_RGBA.png",
+        (400, 300),
+        "fa0a85480671782d07d585c7833b6a74a801a631d0616fbf9fcf7673cbf306e9",
+    ),
+    (
+        "golden/images/04_astronaut_P.png",
+        (256, 192),
+        "7e49435e7e02bb865fe30072a717b91ac816703ec6e3f7051b1f2f63a5c90ba8",
+    ),
+    (
+        "golden/images/05_tiny.png",
+        (20, 13),
+        "fe9df6919716b317e39ea3f9aff8819717240459ba09b834fb5a0540155a0c00",
+    ),
+    (
+        "golden/images/06_large.png",
+        (900, 600),
+        "5266664db90a9dd540b41fd08f3714e54e38c10d095fb3155aeb8239ea123207",
+    ),
+    (
+        "golden/images/07_panorama.jpg",
+        (480, 96),
+        "98dec1f5cec3fd172f52190fbf5371177626ca0912de78333b645e4205d721b6",
+    ),
 ];
 
 const PIL_JPEG_HASHES: &[(&str, &str)] = &[
-    ("formats/cmyk.jpg", "c9f8e71beeccd430b083f9d36cbf971eb4d9d2ecb6fb5c12c97c7fc774122559"),
-    ("formats/gray.jpg", "b2b009d7830885a25b372aa4f95fc215e01383475ad035ddad609c94f0260e21"),
-    ("formats/smooth.jpg", "c47b2aaa8f2333988cfd4101c809f227b0310b6d4595842709274b565ca10209"),
-    ("golden/images/00_chelsea.jpg", "a76287ceacd550f2ee0fb00e872fc9a9d8ea310170a965c04ea624072c289876"),
-    ("golden/images/07_panorama.jpg", "488c9df6b325469c9ec158f29a25c34db220409f8a3e905b588530e5259350b6"),
+    (
+        "formats/cmyk.jpg",
+        "c9f8e71beeccd430b083f9d36cbf971eb4d9d2ecb6fb5c12c97c7fc774122559",
+    ),
+    (
+        "formats/gray.jpg",
+        "b2b009d7830885a25b372aa4f95fc215e01383475ad035ddad609c94f0260e21",
+    ),
+    (
+        "formats/smooth.jpg",
+        "c47b2aaa8f2333988cfd4101c809f227b0310b6d4595842709274b565ca10209",
+    ),
+    (
+        "golden/images/00_chelsea.jpg",
+        "a76287ceacd550f2ee0fb00e872fc9a9d8ea310170a965c04ea624072c289876",
+    ),
+    (
+        "golden/images/07_panorama.jpg",
+        "488c9df6b325469c9ec158f29a25c34db220409f8a3e905b588530e5259350b6",
+    ),
 ];
 
 fn expected_hash(rel: &str) -> (u32, u32, &'static str) {
@@ -140,19 +262,30 @@ fn after_sos(b: &[u8]) -> usize {
 
 #[test]
 fn truncated_golden_jpegs_are_errors_at_every_point() {
-    for rel in ["golden/images/00_chelsea.jpg", "golden/images/07_panorama.jpg"] {
+    for rel in [
+        "golden/images/00_chelsea.jpg",
+        "golden/images/07_panorama.jpg",
+    ] {
         let b = read(rel);
         let n = b.len();
         let sos = after_sos(&b);
         let mut cuts = vec![3, 4, 20, 200, sos - 1, sos, sos + 1, n - 2, n - 1];
         cuts.extend((1..16).map(|k| k * n / 16));
         for cut in cuts {
-            assert_truncated(decode(&b[..cut]), cut, &format!("{rel} cut at {cut} of {n}"));
+            assert_truncated(
+                decode(&b[..cut]),
+                cut,
+                &format!("{rel} cut at {cut} of {n}"),
+            );
         }
         // Trailing bytes after the end-of-image marker are ignored, as in PIL.
         let mut trailing = b.clone();
         trailing.extend_from_slice(b"trailing garbage \xFF\xD8\xFF\x00");
-        assert_eq!(sha(&decode(&trailing).unwrap()), expected_hash(rel).2, "{rel}");
+        assert_eq!(
+            sha(&decode(&trailing).unwrap()),
+            expected_hash(rel).2,
+            "{rel}"
+        );
     }
 }
 
@@ -167,10 +300,7 @@ fn an_end_marker_inside_a_segment_is_not_the_end() {
     with_com.extend_from_slice(payload);
     with_com.extend_from_slice(&b[2..]);
     let full = decode(&with_com).unwrap();
-    assert_eq!(
-        sha(&full),
-        expected_hash("golden/images/00_chelsea.jpg").2
-    );
+    assert_eq!(sha(&full), expected_hash("golden/images/00_chelsea.jpg").2);
     let n = with_com.len();
     for cut in [30, n / 2, n - 2] {
         assert_truncated(decode(&with_com[..cut]), cut, &format!("cut {cut}"));
@@ -199,7 +329,11 @@ fn truncated_png_webp_bmp_tiff_pnm_are_errors() {
         let mut cuts: Vec<usize> = (1..16).map(|k| 16 + k * (n - 32) / 16).collect();
         cuts.extend([16, n - 16]);
         for cut in cuts {
-            assert_truncated(decode(&b[..cut]), cut, &format!("{rel} cut at {cut} of {n}"));
+            assert_truncated(
+                decode(&b[..cut]),
+                cut,
+                &format!("{rel} cut at {cut} of {n}"),
+            );
         }
     }
 }
@@ -348,7 +482,12 @@ fn headers_above_twice_max_image_pixels_are_refused_before_decoding() {
 fn images_pil_accepts_are_not_refused_by_any_limit() {
     // PIL has no side limit: a 20000x4000 image (80 M pixels) or a 100000x1 one are accepted, so
     // their headers must pass every limit (the 8x8 data then fails to decode, quietly).
-    for (w, h) in [(20_000, 4_000), (100_000, 1), (1, 89_478_485), (16_384, 5_461)] {
+    for (w, h) in [
+        (20_000, 4_000),
+        (100_000, 1),
+        (1, 89_478_485),
+        (16_384, 5_461),
+    ] {
         let (r, warn) = warnings_of(|| decode(&png_claiming(w, h)));
         let e = err(r, &format!("{w}x{h}"));
         assert!(!is_limit_error(&e), "{w}x{h}: {e}");
@@ -391,15 +530,28 @@ fn between_one_and_two_times_the_limit_decodes_with_a_warning() {
     );
     assert!(warn.contains("260 pixels"), "{warn}");
     let (r, warn) = warnings_of(|| decode_rgb_bytes(&b, Path::new(P), &small(130)));
-    assert_eq!(sha(&r.unwrap()), expected_hash("golden/images/05_tiny.png").2);
+    assert_eq!(
+        sha(&r.unwrap()),
+        expected_hash("golden/images/05_tiny.png").2
+    );
     assert!(!warn.is_empty());
     let e = err(decode_rgb_bytes(&b, Path::new(P), &small(129)), "129");
     assert!(
-        matches!(e, Error::TooLarge { pixels: 260, limit: 258, .. }),
+        matches!(
+            e,
+            Error::TooLarge {
+                pixels: 260,
+                limit: 258,
+                ..
+            }
+        ),
         "{e}"
     );
     let jpg = read("formats/gray.jpg"); // 37x23 = 851 pixels
-    let e = err(decode_rgb_bytes(&jpg, Path::new(P), &small(400)), "jpeg 400");
+    let e = err(
+        decode_rgb_bytes(&jpg, Path::new(P), &small(400)),
+        "jpeg 400",
+    );
     assert!(matches!(e, Error::TooLarge { pixels: 851, .. }), "{e}");
 }
 
@@ -425,7 +577,10 @@ fn side_and_allocation_limits_name_what_was_exceeded() {
         ),
         "{e}"
     );
-    assert!(e.to_string().contains(P) && e.to_string().contains("max_side"), "{e}");
+    assert!(
+        e.to_string().contains(P) && e.to_string().contains("max_side"),
+        "{e}"
+    );
     let o = DecodeOptions {
         max_alloc: 779,
         ..Default::default()
@@ -471,12 +626,21 @@ fn side_and_allocation_limits_name_what_was_exceeded() {
 
 #[test]
 fn zero_sized_and_garbage_headers_are_errors() {
-    for bytes in [png_claiming(0, 10), png_claiming(10, 0), jpeg_claiming(0, 10)] {
+    for bytes in [
+        png_claiming(0, 10),
+        png_claiming(10, 0),
+        jpeg_claiming(0, 10),
+    ] {
         let e = err(decode(&bytes), "zero-sized");
         assert!(e.to_string().contains(P), "{e}");
         assert!(!is_limit_error(&e), "{e}");
     }
-    for bytes in [&b""[..], b"\xFF\xD8\xFF", b"\x89PNG\r\n\x1a\n", b"RIFF\xFF\xFF\xFF\xFFWEBP"] {
+    for bytes in [
+        &b""[..],
+        b"\xFF\xD8\xFF",
+        b"\x89PNG\r\n\x1a\n",
+        b"RIFF\xFF\xFF\xFF\xFFWEBP",
+    ] {
         let e = err(decode(bytes), "garbage");
         assert!(matches!(e, Error::Decode { .. }), "{e}");
     }
