@@ -6,6 +6,7 @@ use burn::prelude::*;
 use crate::attention::Attention;
 use crate::layer_norm::LayerNorm;
 use crate::mlp::{gelu_exact, Mlp};
+use crate::ops::{LinearEpilogue, VitOps};
 use crate::target::Site;
 
 /// DINOv2's LayerScale: a per-channel scale `gamma`.
@@ -50,6 +51,17 @@ pub struct BlockTap<B: Backend> {
     pub input: Tensor<B, 3>,
 }
 
+/// `residual + ls(·)` as a Linear epilogue.
+fn residual_epilogue<B: Backend>(
+    residual: Tensor<B, 3>,
+    ls: &Option<LayerScale<B>>,
+) -> LinearEpilogue<B> {
+    LinearEpilogue::Residual {
+        residual,
+        gamma: ls.as_ref().map(|ls| ls.gamma.val()),
+    }
+}
+
 fn scale<B: Backend>(ls: &Option<LayerScale<B>>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     match ls {
         Some(ls) => ls.forward(x),
@@ -62,23 +74,36 @@ fn cls_rows<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     x.slice([0..b, 0..1, 0..d])
 }
 
-impl<B: Backend> Block<B> {
+impl<B: VitOps> Block<B> {
     /// Full block. With `cls_only`, only the CLS token is carried out of the block
     /// (valid for the last block when only the CLS output is used).
     ///
     /// # Shapes
     /// - input `[B, T, D]`, output `[B, T, D]` (`[B, 1, D]` with `cls_only`).
     pub fn forward(&self, x: Tensor<B, 3>, cls_only: bool) -> Tensor<B, 3> {
-        let y = self.attn.forward(self.norm1.forward(x.clone()), cls_only);
+        let a = self.attention(x.clone(), cls_only);
         let x = if cls_only { cls_rows(x) } else { x };
-        self.after_proj(x, y)
+        let x = B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1));
+        self.mlp_half(x)
     }
 
-    /// `x + ls1(y)` then the MLP half.
+    /// `norm1`, `qkv` and the attention core: the input of `attn.proj`.
+    fn attention(&self, x: Tensor<B, 3>, cls_only: bool) -> Tensor<B, 3> {
+        let h = B::vit_layer_norm(x, &self.norm1);
+        let qkv = B::vit_linear(h, &self.attn.qkv, LinearEpilogue::None);
+        self.attn.core(qkv, cls_only)
+    }
+
+    /// `x + ls2(mlp(norm2(x)))`.
+    fn mlp_half(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = B::vit_layer_norm(x.clone(), &self.norm2);
+        let g = B::vit_linear(h, &self.mlp.fc1, LinearEpilogue::Gelu);
+        B::vit_linear(g, &self.mlp.fc2, residual_epilogue(x, &self.ls2))
+    }
+
+    /// `x + ls1(y)` (y: the output of `attn.proj`) then the MLP half.
     fn after_proj(&self, x: Tensor<B, 3>, y: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x + scale(&self.ls1, y);
-        let m = self.mlp.forward(self.norm2.forward(x.clone()));
-        x + scale(&self.ls2, m)
+        self.mlp_half(x + scale(&self.ls1, y))
     }
 
     /// Runs the block up to the input of `site`.
@@ -90,14 +115,13 @@ impl<B: Backend> Block<B> {
             !(cls_only && site == Site::Qkv),
             "cls_only cannot tap attn.qkv: every token's keys and values depend on it"
         );
-        let h1 = self.norm1.forward(x.clone());
         if site == Site::Qkv {
             return BlockTap {
+                input: B::vit_layer_norm(x.clone(), &self.norm1),
                 residual: x,
-                input: h1,
             };
         }
-        let a = self.attn.core(self.attn.qkv.forward(h1), cls_only);
+        let a = self.attention(x.clone(), cls_only);
         let x = if cls_only { cls_rows(x) } else { x };
         if site == Site::Proj {
             return BlockTap {
@@ -105,15 +129,15 @@ impl<B: Backend> Block<B> {
                 input: a,
             };
         }
-        let x2 = x + scale(&self.ls1, self.attn.proj.forward(a));
-        let h2 = self.norm2.forward(x2.clone());
+        let x2 = B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1));
+        let h2 = B::vit_layer_norm(x2.clone(), &self.norm2);
         if site == Site::Fc1 {
             return BlockTap {
                 residual: x2,
                 input: h2,
             };
         }
-        let g = gelu_exact(self.mlp.fc1.forward(h2));
+        let g = B::vit_linear(h2, &self.mlp.fc1, LinearEpilogue::Gelu);
         BlockTap {
             residual: x2,
             input: g,
@@ -137,10 +161,15 @@ impl<B: Backend> Block<B> {
                 } else {
                     residual
                 };
-                self.after_proj(x, self.attn.proj.forward(a))
+                let x = B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1));
+                self.mlp_half(x)
             }
             Site::Proj => self.after_proj(residual, y),
-            Site::Fc1 => residual + scale(&self.ls2, self.mlp.fc2.forward(gelu_exact(y))),
+            Site::Fc1 => B::vit_linear(
+                gelu_exact(y),
+                &self.mlp.fc2,
+                residual_epilogue(residual, &self.ls2),
+            ),
             Site::Fc2 => residual + scale(&self.ls2, y),
         }
     }

@@ -43,7 +43,12 @@ impl<B: Backend> Mlp<B> {
 
     /// # Shapes
     /// - input `[B, T, D]`, output `[B, T, D]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(gelu_exact(self.fc1.forward(x)))
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3>
+    where
+        B: crate::ops::VitOps,
+    {
+        use crate::ops::LinearEpilogue;
+        let g = B::vit_linear(x, &self.fc1, LinearEpilogue::Gelu);
+        B::vit_linear(g, &self.fc2, LinearEpilogue::None)
     }
 }

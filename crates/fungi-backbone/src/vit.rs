@@ -9,6 +9,7 @@ use crate::config::VitConfig;
 use crate::error::{Error, Result};
 use crate::layer_norm::LayerNorm;
 use crate::mlp::Mlp;
+use crate::ops::VitOps;
 use crate::patch_embed::PatchEmbed;
 use crate::pos_embed::interpolate_pos_embed;
 use crate::target::{Site, TargetLayer};
@@ -111,7 +112,9 @@ impl<B: Backend> Vit<B> {
         }
         Ok(())
     }
+}
 
+impl<B: VitOps> Vit<B> {
     /// Final-norm output of every token.
     ///
     /// # Shapes
@@ -121,7 +124,7 @@ impl<B: Backend> Vit<B> {
         for blk in &self.blocks {
             x = blk.forward(x, false);
         }
-        self.norm.forward(x)
+        B::vit_layer_norm(x, &self.norm)
     }
 
     /// The CLS token after the final LayerNorm (DINO's `forward`). The last block computes the
@@ -140,9 +143,7 @@ impl<B: Backend> Vit<B> {
 
     fn finish(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, _, d] = x.dims();
-        self.norm
-            .forward(x.slice([0..b, 0..1, 0..d]))
-            .reshape([b, d])
+        B::vit_layer_norm(x.slice([0..b, 0..1, 0..d]), &self.norm).reshape([b, d])
     }
 
     /// Whether the CLS-only fast path applies to `target`: the target sits in the last block and

@@ -68,7 +68,7 @@ fn write_list(path: &Path, files: &[PathBuf]) -> Result<()> {
 }
 
 /// Runs `fungi embed` on backend `B`.
-pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: fungi_backbone::VitOps>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::AutodiffBackend;
 use fungi::backbone::{Vit, VitConfig};
 use fungi::core::tensor_file::{self, TensorBytes};
 use fungi::FungiConfig;
@@ -589,7 +588,10 @@ fn identity_differences(recorded: &RunIdentity, now: &RunIdentity) -> Result<Vec
 /// Everything is validated — arguments, configuration, dataset, weights, state, and the run
 /// already in `--out` — before anything in `--out` is written, so a refused command leaves
 /// finished chunks, the state and the outputs as they were.
-pub fn run<B: AutodiffBackend>(args: &ExtractArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: fungi_backbone::AutodiffVitOps>(
+    args: &ExtractArgs,
+    device: &B::Device,
+) -> Result<()> {
     if args.chunk_size == 0 {
         bail!("--chunk-size 0: expected at least 1 image per chunk");
     }

@@ -77,7 +77,7 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Runs the command on backend `B` (autodiff over it for `extract`).
-fn run<B: burn::tensor::backend::Backend>(cli: &Cli, device: B::Device) -> Result<()> {
+fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
     match &cli.cmd {
         Command::Embed(a) => embed::run::<B>(a, &device),
         Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device),

@@ -18,8 +18,7 @@
 //! block only the CLS row reaches the output, so the CLS-only path carries one token from there on.
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use fungi_backbone::{TargetLayer, Vit};
+use fungi_backbone::{AutodiffVitOps, LinearEpilogue, TargetLayer, Vit, VitOps};
 
 use crate::error::{Error, Result};
 
@@ -38,7 +37,7 @@ pub enum GradPath {
 
 /// The per-image gradient engine over a frozen backbone.
 #[derive(Debug)]
-pub struct GradientEngine<B: AutodiffBackend> {
+pub struct GradientEngine<B: AutodiffVitOps> {
     model: Vit<B>,
     inner: Vit<B::InnerBackend>,
     target: TargetLayer,
@@ -54,7 +53,7 @@ pub struct PerImage<B: Backend> {
     pub losses: Tensor<B, 1>,
 }
 
-impl<B: AutodiffBackend> GradientEngine<B> {
+impl<B: AutodiffVitOps> GradientEngine<B> {
     /// Wraps a backbone (its parameters are frozen: none is tracked).
     ///
     /// # Errors
@@ -131,7 +130,11 @@ impl<B: AutodiffBackend> GradientEngine<B> {
         }
         let v = nv / n_images;
         let tap = self.inner.tap(views, self.target, self.cls_only);
-        let y = self.inner.linear(self.target).forward(tap.input.clone());
+        let y = <B::InnerBackend as VitOps>::vit_linear(
+            tap.input.clone(),
+            self.inner.linear(self.target),
+            LinearEpilogue::None,
+        );
         let y_ad = Tensor::<B, 3>::from_inner(y).require_grad();
         let residual = Tensor::<B, 3>::from_inner(tap.residual);
         let emb = self.model.resume(residual, y_ad.clone(), self.target); // [N·V, E]

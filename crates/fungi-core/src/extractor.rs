@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use fungi_aug::transforms::EvalTransform;
 use fungi_aug::RgbImage;
+use fungi_backbone::AutodiffVitOps;
 use fungi_backbone::{TargetLayer, Vit};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ pub struct ObjectiveOutput {
 }
 
 /// FUNGI feature extractor.
-pub struct FungiExtractor<B: AutodiffBackend> {
+pub struct FungiExtractor<B: AutodiffVitOps> {
     engine: GradientEngine<B>,
     objectives: Vec<Box<dyn Objective<B>>>,
     projection: Projection,
@@ -87,7 +87,7 @@ pub struct FungiExtractor<B: AutodiffBackend> {
     backbone_fingerprint: std::sync::OnceLock<String>,
 }
 
-impl<B: AutodiffBackend> std::fmt::Debug for FungiExtractor<B> {
+impl<B: AutodiffVitOps> std::fmt::Debug for FungiExtractor<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FungiExtractor")
             .field("target", &self.engine.target().to_string())
@@ -105,14 +105,14 @@ impl<B: AutodiffBackend> std::fmt::Debug for FungiExtractor<B> {
 }
 
 /// Builder of a [`FungiExtractor`].
-pub struct FungiExtractorBuilder<B: AutodiffBackend> {
+pub struct FungiExtractorBuilder<B: AutodiffVitOps> {
     backbone: Vit<B>,
     config: ExtractorConfig,
     objectives: Vec<Box<dyn Objective<B>>>,
     projection: Option<Projection>,
 }
 
-impl<B: AutodiffBackend> FungiExtractorBuilder<B> {
+impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
     /// Settings at once.
     pub fn config(mut self, config: ExtractorConfig) -> Self {
         self.config = config;
@@ -251,7 +251,7 @@ pub type ProgressFn<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
 /// Callback for training images skipped as unreadable by `setup`: `(index, error)`.
 pub type SkipFn<'a> = &'a (dyn Fn(usize, &Error) + Sync);
 
-struct Ctx<'a, B: AutodiffBackend> {
+struct Ctx<'a, B: AutodiffVitOps> {
     progress: Option<ProgressFn<'a>>,
     skip: Option<SkipFn<'a>>,
     len: usize,
@@ -261,7 +261,7 @@ struct Ctx<'a, B: AutodiffBackend> {
     seed: u64,
 }
 
-impl<B: AutodiffBackend> SetupContext<B> for Ctx<'_, B> {
+impl<B: AutodiffVitOps> SetupContext<B> for Ctx<'_, B> {
     fn len(&self) -> usize {
         self.len
     }
@@ -292,7 +292,7 @@ impl<B: AutodiffBackend> SetupContext<B> for Ctx<'_, B> {
     }
 }
 
-impl<B: AutodiffBackend> FungiExtractor<B> {
+impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// Starts a builder over a backbone on the autodiff backend.
     pub fn builder(backbone: Vit<B>) -> FungiExtractorBuilder<B> {
         FungiExtractorBuilder {

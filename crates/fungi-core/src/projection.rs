@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use fungi_backbone::VitOps;
 use rand::Rng;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -316,14 +317,16 @@ impl Projection {
         out
     }
 
-    /// `scaling · grads · Pᵀ`, accumulated over column tiles of at most 16 MB.
+    /// `scaling · grads · Pᵀ`: a bit-packed matrix through the backend's
+    /// [`VitOps::vit_sign_matmul`] (on flex: sign flips, never unpacked), a dense one
+    /// accumulated over column tiles of at most 16 MB.
     ///
     /// # Shapes
     /// - `grads`: `[N, G]`, output `[N, E]`
     ///
     /// # Errors
     /// [`Error::Mismatch`] when `G` is not the projection's input size.
-    pub fn project<B: Backend>(&self, grads: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+    pub fn project<B: VitOps>(&self, grads: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         let [n, g] = grads.dims();
         if g != self.in_dim {
             return Err(Error::Mismatch {
@@ -331,6 +334,19 @@ impl Projection {
                 expected: self.in_dim.to_string(),
                 found: g.to_string(),
             });
+        }
+        if let Matrix::Signs {
+            bits,
+            words_per_row,
+        } = &self.matrix
+        {
+            return Ok(B::vit_sign_matmul(
+                grads,
+                bits,
+                *words_per_row,
+                self.out_dim,
+                self.scaling,
+            ));
         }
         let device = grads.device();
         let cols = ((4 << 20) / self.out_dim.max(1)).max(64) / 64 * 64;

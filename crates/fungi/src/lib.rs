@@ -28,7 +28,6 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 pub use fungi_aug as aug;
@@ -57,7 +56,7 @@ pub enum ObjectiveConfig {
 
 impl ObjectiveConfig {
     /// Builds the objective (random heads from `seed`).
-    pub fn build<B: AutodiffBackend>(
+    pub fn build<B: fungi_backbone::AutodiffVitOps>(
         &self,
         embed_dim: usize,
         seed: u64,
@@ -279,7 +278,7 @@ impl FungiConfig {
     }
 
     /// Builds the extractor over a backbone.
-    pub fn build<B: AutodiffBackend>(
+    pub fn build<B: fungi_backbone::AutodiffVitOps>(
         &self,
         backbone: fungi_backbone::Vit<B>,
     ) -> fungi_core::Result<FungiExtractor<B>> {
