@@ -154,3 +154,79 @@ impl VitOps for Flex {
         wrap(out, [n, out_dim])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::linear::linear;
+
+    fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    fn rand<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
+        Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
+    }
+
+    #[test]
+    fn fused_ops_match_the_composed_defaults() {
+        let dev = Default::default();
+        let x = rand([3, 17, 48]);
+        let lin = linear::<Flex>(48, 40, true, &dev);
+        let res = rand([3, 17, 40]);
+        let gamma = rand([40]);
+        for epi in [
+            LinearEpilogue::None,
+            LinearEpilogue::Gelu,
+            LinearEpilogue::Residual {
+                residual: res.clone(),
+                gamma: None,
+            },
+            LinearEpilogue::Residual {
+                residual: res.clone(),
+                gamma: Some(gamma.clone()),
+            },
+        ] {
+            let fused = Flex::vit_linear(x.clone(), &lin, epi.clone());
+            let comp = composed::linear(x.clone(), &lin, epi);
+            assert!(max_diff(fused, comp) < 1e-5);
+        }
+        // A transposed (non-contiguous) input goes through the same kernel.
+        let xt = rand([3, 48, 17]).swap_dims(1, 2);
+        let d = max_diff(
+            Flex::vit_linear(xt.clone(), &lin, LinearEpilogue::None),
+            composed::linear(xt, &lin, LinearEpilogue::None),
+        );
+        assert!(d < 1e-5);
+
+        let mut norm = LayerNorm::<Flex>::new(48, 1e-6, &dev);
+        norm.weight = burn::module::Param::from_tensor(rand([48]));
+        norm.bias = burn::module::Param::from_tensor(rand([48]));
+        let d = max_diff(
+            Flex::vit_layer_norm(x.clone(), &norm),
+            norm.forward(x.clone()),
+        );
+        assert!(d < 1e-5);
+
+        let qkv = rand([2, 13, 3 * 24]).mul_scalar(3.0);
+        for cls_only in [false, true] {
+            let d = max_diff(
+                Flex::vit_attention(qkv.clone(), 4, 0.2, cls_only),
+                composed::attention(qkv.clone(), 4, 0.2, cls_only),
+            );
+            assert!(d < 1e-5, "cls_only {cls_only}: {d}");
+        }
+
+        let g = rand([3, 200]);
+        let bits: Vec<u64> = (0..7 * 4)
+            .map(|i| 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i + 1))
+            .collect();
+        let d = max_diff(
+            Flex::vit_sign_matmul(g.clone(), &bits, 4, 7, 0.1),
+            composed::sign_matmul(g, &bits, 4, 7, 0.1),
+        );
+        assert!(d < 1e-5);
+    }
+}
