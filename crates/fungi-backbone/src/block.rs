@@ -83,7 +83,7 @@ impl<B: VitOps> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>, cls_only: bool) -> Tensor<B, 3> {
         let a = self.attention(x.clone(), cls_only);
         let x = if cls_only { cls_rows(x) } else { x };
-        let x = B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1));
+        let x = self.proj_residual(x, a);
         self.mlp_half(x)
     }
 
@@ -92,6 +92,11 @@ impl<B: VitOps> Block<B> {
         let h = B::vit_layer_norm(x, &self.norm1);
         let qkv = B::vit_linear(h, &self.attn.qkv, LinearEpilogue::None);
         self.attn.core(qkv, cls_only)
+    }
+
+    /// `x + ls1(proj(a))`, the residual add fused into `attn.proj`.
+    fn proj_residual(&self, x: Tensor<B, 3>, a: Tensor<B, 3>) -> Tensor<B, 3> {
+        B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1))
     }
 
     /// `x + ls2(mlp(norm2(x)))`.
@@ -129,7 +134,7 @@ impl<B: VitOps> Block<B> {
                 input: a,
             };
         }
-        let x2 = B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1));
+        let x2 = self.proj_residual(x, a);
         let h2 = B::vit_layer_norm(x2.clone(), &self.norm2);
         if site == Site::Fc1 {
             return BlockTap {
@@ -161,7 +166,7 @@ impl<B: VitOps> Block<B> {
                 } else {
                     residual
                 };
-                let x = B::vit_linear(a, &self.attn.proj, residual_epilogue(x, &self.ls1));
+                let x = self.proj_residual(x, a);
                 self.mlp_half(x)
             }
             Site::Proj => self.after_proj(residual, y),

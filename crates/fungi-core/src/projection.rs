@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use fungi_backbone::ops::composed;
 use fungi_backbone::VitOps;
 use rand::Rng;
 use rayon::prelude::*;
@@ -291,30 +292,17 @@ impl Projection {
 
     /// Columns `c0 .. c0 + n` of the matrix, `[E, n]` row-major `f32`.
     fn tile(&self, c0: usize, n: usize) -> Vec<f32> {
-        let e = self.out_dim;
-        let mut out = vec![0f32; e * n];
-        out.par_chunks_mut(n.max(1))
-            .enumerate()
-            .for_each(|(r, row)| match &self.matrix {
-                Matrix::Signs {
-                    bits,
-                    words_per_row,
-                } => {
-                    let rb = &bits[r * words_per_row..(r + 1) * words_per_row];
-                    for (k, o) in row.iter_mut().enumerate() {
-                        let j = c0 + k;
-                        *o = if rb[j / 64] >> (j % 64) & 1 == 1 {
-                            1.0
-                        } else {
-                            -1.0
-                        };
-                    }
-                }
-                Matrix::Dense(v) => {
-                    row.copy_from_slice(&v[r * self.in_dim + c0..r * self.in_dim + c0 + n]);
-                }
-            });
-        out
+        match &self.matrix {
+            Matrix::Signs {
+                bits,
+                words_per_row,
+            } => composed::unpack_signs(bits, *words_per_row, self.out_dim, c0, n),
+            Matrix::Dense(v) => v
+                .chunks(self.in_dim)
+                .flat_map(|row| &row[c0..c0 + n])
+                .copied()
+                .collect(),
+        }
     }
 
     /// `scaling · grads · Pᵀ`: a bit-packed matrix through the backend's
@@ -327,7 +315,7 @@ impl Projection {
     /// # Errors
     /// [`Error::Mismatch`] when `G` is not the projection's input size.
     pub fn project<B: VitOps>(&self, grads: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
-        let [n, g] = grads.dims();
+        let [_, g] = grads.dims();
         if g != self.in_dim {
             return Err(Error::Mismatch {
                 what: "gradient size for the projection".into(),
@@ -348,23 +336,7 @@ impl Projection {
                 self.scaling,
             ));
         }
-        let device = grads.device();
-        let cols = ((4 << 20) / self.out_dim.max(1)).max(64) / 64 * 64;
-        let mut acc = Tensor::<B, 2>::zeros([n, self.out_dim], &device);
-        let mut c0 = 0;
-        while c0 < g {
-            let w = cols.min(g - c0);
-            let tile = Tensor::<B, 2>::from_data(
-                TensorData::new(self.tile(c0, w), [self.out_dim, w]),
-                &device,
-            );
-            acc = acc
-                + grads
-                    .clone()
-                    .slice([0..n, c0..c0 + w])
-                    .matmul(tile.transpose());
-            c0 += w;
-        }
+        let acc = composed::tiled_matmul_t(grads, self.out_dim, |c0, w| self.tile(c0, w));
         Ok(acc.mul_scalar(self.scaling))
     }
 

@@ -59,7 +59,7 @@ pub fn attention<B: Backend>(
 }
 
 /// `scale · g · Sᵀ` for a bit-packed ±1 matrix: unpacks column tiles of at most 4 M entries
-/// and accumulates their matmuls.
+/// ([`unpack_signs`]) and accumulates their matmuls ([`tiled_matmul_t`]).
 ///
 /// # Shapes
 /// - `g`: `[N, J]`; output `[N, E]`.
@@ -70,15 +70,26 @@ pub fn sign_matmul<B: Backend>(
     out_dim: usize,
     scale: f32,
 ) -> Tensor<B, 2> {
-    let [n, j] = g.dims();
-    let device = g.device();
-    let cols = ((4 << 20) / out_dim.max(1)).max(64) / 64 * 64;
-    let mut acc = Tensor::<B, 2>::zeros([n, out_dim], &device);
-    let mut c0 = 0;
-    while c0 < j {
-        let w = cols.min(j - c0);
-        let mut tile = vec![0f32; out_dim * w];
-        for (r, row) in tile.chunks_mut(w).enumerate() {
+    tiled_matmul_t(g, out_dim, |c0, w| {
+        unpack_signs(bits, words_per_row, out_dim, c0, w)
+    })
+    .mul_scalar(scale)
+}
+
+/// Columns `c0 .. c0 + w` of a bit-packed ±1 matrix `[E, J]` (row-major bits, `words_per_row`
+/// u64 per row, bit set = +1) as `[E, w]` row-major `f32`, rows in parallel.
+pub fn unpack_signs(
+    bits: &[u64],
+    words_per_row: usize,
+    out_dim: usize,
+    c0: usize,
+    w: usize,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut tile = vec![0f32; out_dim * w];
+    tile.par_chunks_mut(w.max(1))
+        .enumerate()
+        .for_each(|(r, row)| {
             let rb = &bits[r * words_per_row..(r + 1) * words_per_row];
             for (k, o) in row.iter_mut().enumerate() {
                 let c = c0 + k;
@@ -88,11 +99,33 @@ pub fn sign_matmul<B: Backend>(
                     -1.0
                 };
             }
-        }
-        let tile =
-            Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(tile, [out_dim, w]), &device);
-        acc = acc + g.clone().slice([0..n, c0..c0 + w]).matmul(tile.transpose());
+        });
+    tile
+}
+
+/// `g · Mᵀ` for a matrix `M` `[E, J]` handed out in column tiles by `tile(c0, w)` (`[E, w]`
+/// row-major), so that at most 4 M entries of `M` are on the device at a time.
+///
+/// # Shapes
+/// - `g`: `[N, J]`; output `[N, E]`.
+pub fn tiled_matmul_t<B: Backend>(
+    g: Tensor<B, 2>,
+    out_dim: usize,
+    tile: impl Fn(usize, usize) -> Vec<f32>,
+) -> Tensor<B, 2> {
+    let [n, j] = g.dims();
+    let device = g.device();
+    let cols = ((4 << 20) / out_dim.max(1)).max(64) / 64 * 64;
+    let mut acc = Tensor::<B, 2>::zeros([n, out_dim], &device);
+    let mut c0 = 0;
+    while c0 < j {
+        let w = cols.min(j - c0);
+        let t = Tensor::<B, 2>::from_data(
+            burn::tensor::TensorData::new(tile(c0, w), [out_dim, w]),
+            &device,
+        );
+        acc = acc + g.clone().slice([0..n, c0..c0 + w]).matmul(t.transpose());
         c0 += w;
     }
-    acc.mul_scalar(scale)
+    acc
 }

@@ -43,7 +43,8 @@ pub fn fused_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("FUNGI_CPU_KERNELS").as_deref() != Ok("composed"))
 }
 
-fn is_f32<const D: usize>(x: &Tensor<Flex, D>) -> bool {
+/// Whether the fused kernels take `x`: they are enabled and `x` is `f32`.
+fn kernel_applies<const D: usize>(x: &Tensor<Flex, D>) -> bool {
     fused_enabled() && x.dtype() == DType::F32
 }
 
@@ -55,12 +56,12 @@ impl VitOps for Flex {
     ) -> Tensor<Self, 3> {
         let w = linear.weight.val();
         let b = linear.bias.as_ref().map(|b| b.val());
-        let all_f32 = is_f32(&x)
-            && is_f32(&w)
-            && b.as_ref().is_none_or(is_f32)
+        let all_f32 = kernel_applies(&x)
+            && kernel_applies(&w)
+            && b.as_ref().is_none_or(kernel_applies)
             && match &epilogue {
                 LinearEpilogue::Residual { residual, gamma } => {
-                    is_f32(residual) && gamma.as_ref().is_none_or(is_f32)
+                    kernel_applies(residual) && gamma.as_ref().is_none_or(kernel_applies)
                 }
                 _ => true,
             };
@@ -103,7 +104,7 @@ impl VitOps for Flex {
 
     fn vit_layer_norm(x: Tensor<Self, 3>, norm: &LayerNorm<Self>) -> Tensor<Self, 3> {
         let (w, b) = (norm.weight.val(), norm.bias.val());
-        if !(is_f32(&x) && is_f32(&w) && is_f32(&b)) {
+        if !(kernel_applies(&x) && kernel_applies(&w) && kernel_applies(&b)) {
             return norm.forward(x);
         }
         let shape = x.dims();
@@ -128,7 +129,7 @@ impl VitOps for Flex {
         scale: f64,
         cls_only: bool,
     ) -> Tensor<Self, 3> {
-        if !is_f32(&qkv) {
+        if !kernel_applies(&qkv) {
             return composed::attention(qkv, num_heads, scale, cls_only);
         }
         let [b, t, d3] = qkv.dims();
@@ -145,7 +146,7 @@ impl VitOps for Flex {
         out_dim: usize,
         scale: f32,
     ) -> Tensor<Self, 2> {
-        if !is_f32(&g) {
+        if !kernel_applies(&g) {
             return composed::sign_matmul(g, bits, words_per_row, out_dim, scale);
         }
         let [n, j] = g.dims();
