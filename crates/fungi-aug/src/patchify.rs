@@ -42,6 +42,7 @@ fn aa_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
         .collect()
 }
 
+#[inline(always)]
 fn interp(src: &[f32], stride: usize, xmin: usize, w: &[f32]) -> f32 {
     let mut t = src[xmin * stride] * w[0];
     for (j, wj) in w.iter().enumerate().skip(1) {
@@ -63,19 +64,34 @@ pub fn resize_torch_f32_aa_bicubic(
     let wx = aa_weights(w, ow);
     let wy = aa_weights(h, oh);
     let mut tmp = vec![0f32; h * ow];
-    for y in 0..h {
-        let row = &plane[y * w..(y + 1) * w];
-        for (x, (xmin, ws)) in wx.iter().enumerate() {
-            tmp[y * ow + x] = interp(row, 1, *xmin, ws);
-        }
-    }
     let mut out = vec![0f32; oh * ow];
-    for (y, (ymin, ws)) in wy.iter().enumerate() {
-        for x in 0..ow {
-            out[y * ow + x] = interp(&tmp[x..], ow, *ymin, ws);
+    resample_planes(plane, w, &wx, &wy, &mut tmp, &mut out);
+    out
+}
+
+fungi_simd::multiversion! {
+    /// Both passes of [`resize_torch_f32_aa_bicubic`] (the FMAs as instructions where the CPU
+    /// has them; the same correctly rounded results everywhere).
+    fn resample_planes(
+        plane: &[f32],
+        w: usize,
+        wx: &[(usize, Vec<f32>)],
+        wy: &[(usize, Vec<f32>)],
+        tmp: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let ow = wx.len();
+        for (y, row) in plane.chunks(w).enumerate() {
+            for (x, (xmin, ws)) in wx.iter().enumerate() {
+                tmp[y * ow + x] = interp(row, 1, *xmin, ws);
+            }
+        }
+        for (y, (ymin, ws)) in wy.iter().enumerate() {
+            for x in 0..ow {
+                out[y * ow + x] = interp(&tmp[x..], ow, *ymin, ws);
+            }
         }
     }
-    out
 }
 
 /// fungivision's `Patchify(num_patches, image_size, stride_scale)`: PIL-bicubic squash to

@@ -3,40 +3,11 @@
 //! Both are written as straight-line arithmetic on `f32` (clamps via `min`/`max`, the power of
 //! two built from the exponent bits) so that LLVM vectorises the loops that call them. The
 //! slice kernels below are compiled for AVX-512 and AVX2+FMA and chosen at run time
-//! ([`multiversion!`]); `mul_add` is a true fused multiply-add on every path (a single
+//! ([`fungi_simd::multiversion!`]); `mul_add` is a true fused multiply-add on every path (a single
 //! instruction there, libm's correctly rounded `fmaf` on the generic path), so results are
 //! bit-identical on every x86 CPU.
 
-/// Defines `fn $name(args)` compiled three times — AVX-512, AVX2+FMA and the baseline target —
-/// and dispatched on the CPU's features at run time (detection is cached by `std`).
-macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                fn v4($($arg: $ty),*) $body
-                #[target_feature(enable = "avx2,fma")]
-                fn v3($($arg: $ty),*) $body
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: the CPU has the features `v4` is compiled for.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `v3` is compiled for.
-                    return unsafe { v3($($arg),*) };
-                }
-            }
-            fn generic($($arg: $ty),*) $body
-            generic($($arg),*)
-        }
-    };
-}
+use fungi_simd::multiversion;
 
 /// Lanes of the vectorised reductions (one AVX-512 register of f32).
 const LANES: usize = 16;
