@@ -68,7 +68,7 @@ if what in ("forward", "all"):
             print(f"{k[0]:<14} {k[1]:>5} {rust[k]:>9.2f} {timm[k]:>9.2f} {rust[k] / timm[k]:>6.2f} {rust[k] * f:>8.0f} {pk:>6} {timm[k] * f:>9.0f}")
 if what in ("extract", "all"):
     rust = {(r[0], r[1], r[2]): (float(r[3]), float(r[6])) for r in rows("rust_extract.txt") if len(r) == 7 and r[0].startswith("dino")}
-    fv = {(r[0], r[1], r[2]): (float(r[3]), float(r[5])) for r in rows("fungivision.txt") if len(r) == 6 and r[0].startswith("dino")}
+    fv = {(r[0], r[1], r[2]): (float(r[3]), float(r[5])) for r in rows("fungivision.txt") if len(r) == 8 and r[0].startswith("dino")}
     print(f"\n{'extract':<12} {'objective':<9} {'batch':>5} {'fungi-rs':>9} {'fungivision':>11} {'ratio':>6} {'rs MB':>7} {'fv MB':>7}")
     for k in rust:
         if k in fv:

@@ -489,3 +489,62 @@ fn paper_projection_files_load() {
         .to_string();
     assert!(e.contains("projection"), "{e}");
 }
+
+#[test]
+fn projection_is_materialised_once_per_run_and_features_leave_the_device_once_per_batch() {
+    use fungi_core::Residency;
+    let imgs = golden_images(true).unwrap();
+    let idx: Vec<u64> = (0..8).collect();
+    let reference = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 8)
+        .extract(&imgs, &idx)
+        .unwrap();
+    for r in [Residency::Host, Residency::Dense, Residency::Packed] {
+        // Batches of 2: 4 batches per call.
+        let mut ex = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 2);
+        ex.set_projection_residency(r);
+        let f = ex.extract(&imgs, &idx).unwrap();
+        assert_eq!(
+            ex.projection_materialisations(),
+            1,
+            "{r}: one device copy per run"
+        );
+        assert_eq!(
+            ex.host_reads(),
+            4,
+            "{r}: one host copy per batch, no gradient copies"
+        );
+        let again = ex.extract(&imgs[..2], &idx[..2]).unwrap();
+        assert_eq!(
+            ex.projection_materialisations(),
+            1,
+            "{r}: reused by later calls"
+        );
+        assert_eq!(ex.host_reads(), 5);
+        let dp = ex.device_projection().unwrap();
+        assert_eq!(dp.residency(), r);
+        let g: usize = 64 * 65;
+        let bytes = match r {
+            Residency::Host => 0,
+            Residency::Dense => 64 * g * 4,
+            _ => 64 * g.div_ceil(32) * 4,
+        };
+        assert_eq!(dp.uploaded_bytes(), bytes as u64, "{r}");
+        assert_abs(
+            &format!("{r} vs host"),
+            &f,
+            &reference.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            1e-6,
+        );
+        assert_eq!(&again[..], &f[..again.len()], "{r}: batch-invariant");
+    }
+    // A new projection (load_state) is materialised again, once.
+    let mut ex = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 2);
+    ex.set_projection_residency(Residency::Packed);
+    ex.extract(&imgs[..2], &idx[..2]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.safetensors");
+    ex.save_state(&state).unwrap();
+    ex.load_state(&state).unwrap();
+    ex.extract(&imgs[..4], &idx[..4]).unwrap();
+    assert_eq!(ex.projection_materialisations(), 2);
+}

@@ -103,6 +103,12 @@ pub struct ExtractArgs {
     /// Apply EXIF orientation (PIL and fungivision do not).
     #[arg(long)]
     pub apply_exif_orientation: bool,
+    /// Where the random projection is kept during the run: auto (the CPU backends use the
+    /// packed host copy; GPUs a dense device copy when it fits 2 GiB, else bit-packed words
+    /// unpacked on the device), host, dense or packed. Features are the same up to float
+    /// rounding.
+    #[arg(long, default_value = "auto")]
+    pub projection: fungi::core::Residency,
 }
 
 /// What identifies a run; a resume or a merge must see the same values.
@@ -638,6 +644,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let weights_sha256 = sha256_file(&args.weights)?;
     let vit = Vit::<B>::from_file(&arch, &args.weights, device)?;
     let mut ex = cfg.build(vit)?;
+    ex.set_projection_residency(args.projection);
     let total = ds.len().div_ceil(chunk);
     let (a, b) = match shard {
         Some((i, n)) => shard_chunks(i, n, total),

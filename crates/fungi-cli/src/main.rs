@@ -1,6 +1,7 @@
 //! `fungi`: the FUNGI command line.
 #![warn(missing_docs)]
 
+mod bench;
 mod dataset;
 mod embed;
 mod extract;
@@ -61,6 +62,9 @@ enum Command {
     Knn(knn::KnnArgs),
     /// Shapes, dtypes and metadata of a features / weights / state file.
     Inspect(inspect::InspectArgs),
+    /// Extraction throughput without a dataset (random weights unless --weights): images/s,
+    /// views/s, seconds per batch, peak memory.
+    Bench(bench::BenchArgs),
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -84,6 +88,12 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
         Command::Merge(a) => merge::run(a),
         Command::Knn(a) => knn::run::<B>(a, &device),
         Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run::<burn::backend::Autodiff<B>>(
+            a,
+            &device,
+            &cli.device,
+            &format!("{:?}", cli.precision).to_lowercase(),
+        ),
     }
 }
 

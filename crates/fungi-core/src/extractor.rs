@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::device_projection::{DeviceProjection, Residency, DEFAULT_DENSE_BUDGET};
 use crate::engine::{l2_normalize, GradPath, GradientEngine};
 use crate::error::{Error, Result};
 use crate::objective::{Objective, SetupContext, StateTensor};
@@ -85,6 +86,15 @@ pub struct FungiExtractor<B: AutodiffVitOps> {
     config: ExtractorConfig,
     device: B::Device,
     backbone_fingerprint: std::sync::OnceLock<String>,
+    residency: Residency,
+    dense_budget: u64,
+    /// The projection on the device, made at the first projection of a run (after any
+    /// `load_state`), reused by every later batch.
+    device_projection: std::sync::OnceLock<DeviceProjection<B::InnerBackend>>,
+    /// How often a device projection was made (1 per run; reset only by a new projection).
+    projection_materialisations: std::sync::atomic::AtomicUsize,
+    /// Device-to-host copies made by this extractor (one per batch on the features path).
+    host_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl<B: AutodiffVitOps> std::fmt::Debug for FungiExtractor<B> {
@@ -110,9 +120,24 @@ pub struct FungiExtractorBuilder<B: AutodiffVitOps> {
     config: ExtractorConfig,
     objectives: Vec<Box<dyn Objective<B>>>,
     projection: Option<Projection>,
+    residency: Residency,
+    dense_budget: u64,
 }
 
 impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
+    /// Where the projection is kept during a run (default [`Residency::Auto`]); a runtime
+    /// choice that does not change the features beyond float rounding and is not stored in
+    /// states.
+    pub fn projection_residency(mut self, r: Residency) -> Self {
+        self.residency = r;
+        self
+    }
+    /// Bytes `Residency::Auto` may spend on a dense device copy of the projection (default
+    /// [`DEFAULT_DENSE_BUDGET`]).
+    pub fn projection_dense_budget(mut self, bytes: u64) -> Self {
+        self.dense_budget = bytes;
+        self
+    }
     /// Settings at once.
     pub fn config(mut self, config: ExtractorConfig) -> Self {
         self.config = config;
@@ -241,6 +266,11 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
             config: self.config,
             device,
             backbone_fingerprint: std::sync::OnceLock::new(),
+            residency: self.residency,
+            dense_budget: self.dense_budget,
+            device_projection: std::sync::OnceLock::new(),
+            projection_materialisations: Default::default(),
+            host_reads: Default::default(),
         })
     }
 }
@@ -300,12 +330,35 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             config: ExtractorConfig::default(),
             objectives: Vec::new(),
             projection: None,
+            residency: Residency::Auto,
+            dense_budget: DEFAULT_DENSE_BUDGET,
         }
     }
 
     /// Settings.
     pub fn config(&self) -> &ExtractorConfig {
         &self.config
+    }
+    /// Changes the number of images per forward/backward pass (features do not depend on it).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for 0.
+    pub fn set_batch_size(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::Config {
+                key: "batch_size".into(),
+                value: "0".into(),
+                expected: "at least 1".into(),
+            });
+        }
+        self.config.batch_size = n;
+        Ok(())
+    }
+    /// Changes where the projection is kept ([`FungiExtractorBuilder::projection_residency`]);
+    /// the device copy is made again at the next projection.
+    pub fn set_projection_residency(&mut self, r: Residency) {
+        self.residency = r;
+        self.device_projection = std::sync::OnceLock::new();
     }
     /// The gradient engine.
     pub fn engine(&self) -> &GradientEngine<B> {
@@ -314,6 +367,45 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// The projection.
     pub fn projection(&self) -> &Projection {
         &self.projection
+    }
+    /// The projection as kept on the device for this run, made on first use.
+    ///
+    /// # Errors
+    /// When the requested residency cannot hold this projection.
+    pub fn device_projection(&self) -> Result<&DeviceProjection<B::InnerBackend>> {
+        if let Some(p) = self.device_projection.get() {
+            return Ok(p);
+        }
+        let p = DeviceProjection::new(
+            &self.projection,
+            &self.device,
+            self.residency,
+            self.dense_budget,
+        )?;
+        if self.device_projection.set(p).is_ok() {
+            self.projection_materialisations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(self
+            .device_projection
+            .get()
+            .expect("set just above (or by a concurrent caller)"))
+    }
+    /// How many times a device copy of the projection was made (once per run; again only
+    /// after `load_state` replaced the projection).
+    pub fn projection_materialisations(&self) -> usize {
+        self.projection_materialisations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// How many device-to-host copies this extractor has made ([`FungiExtractor::extract`]:
+    /// one per batch of `batch_size` images, the finished `[n, feature_dim]` features).
+    pub fn host_reads(&self) -> usize {
+        self.host_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn host<const D: usize>(&self, t: Tensor<B::InnerBackend, D>) -> Result<Vec<f32>> {
+        self.host_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        host_f32(t)
     }
     /// The objectives, in block order.
     pub fn objectives(&self) -> &[Box<dyn Objective<B>>] {
@@ -387,18 +479,76 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
 
     /// L2-normalised CLS embeddings `[N, E]` of the eval transform of `images`.
     pub fn embeddings(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
-        let t = EvalTransform::default();
         let mut out = Vec::new();
         for chunk in images.chunks(self.config.batch_size) {
-            let data: Vec<f32> = chunk.par_iter().flat_map_iter(|im| t.apply(im)).collect();
-            let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(data, [chunk.len(), 3, 224, 224]),
-                &self.device,
-            );
-            let e = l2_normalize(self.engine.inner().forward(x));
-            out.extend(host_f32(e)?);
+            out.extend(self.host(self.embedding_tensor(chunk))?);
         }
         Ok(out)
+    }
+
+    /// L2-normalised eval-transform embeddings `[N, E]` of one batch, on the device.
+    fn embedding_tensor(&self, images: &[RgbImage]) -> Tensor<B::InnerBackend, 2> {
+        let t = EvalTransform::default();
+        let data: Vec<f32> = images.par_iter().flat_map_iter(|im| t.apply(im)).collect();
+        let x = Tensor::<B::InnerBackend, 4>::from_data(
+            TensorData::new(data, [images.len(), 3, 224, 224]),
+            &self.device,
+        );
+        l2_normalize(self.engine.inner().forward(x))
+    }
+
+    /// Objective `k`'s scaled per-image gradients `[n, O·(I+1)]` and losses `[n]` from one
+    /// batch of views (`[n·V, 3, H, W]` values, image-major), on the device.
+    fn batch_grads(
+        &self,
+        k: usize,
+        views: Vec<f32>,
+        n: usize,
+    ) -> Result<(Tensor<B::InnerBackend, 2>, Tensor<B::InnerBackend, 1>)> {
+        let o = &self.objectives[k];
+        let v = o.views_per_image();
+        let (h, w) = o.view_size();
+        let x = Tensor::<B::InnerBackend, 4>::from_data(
+            TensorData::new(views, [n * v, 3, h, w]),
+            &self.device,
+        );
+        let r = self.engine.per_image(x, n, &|_, emb| o.image_loss(emb))?;
+        let [_, oo, ii] = r.grads.dims();
+        Ok((
+            r.grads.mul_scalar(o.grad_scale()).reshape([n, oo * ii]),
+            r.losses,
+        ))
+    }
+
+    /// The FUNGI features `[n, feature_dim()]` of one batch (at most `batch_size` images
+    /// keeps the memory bounded), kept on the device: embedding, gradients, projections and
+    /// normalisation never leave it. `global_indices` as for [`FungiExtractor::extract`].
+    ///
+    /// # Errors
+    /// When an objective is not ready, the lengths differ, or a loss fails.
+    pub fn features_tensor(
+        &self,
+        images: &[RgbImage],
+        global_indices: &[u64],
+    ) -> Result<Tensor<B::InnerBackend, 2>> {
+        let n = images.len();
+        if global_indices.len() != n || n == 0 {
+            return Err(Error::Input(format!(
+                "{n} images but {} global indices (need the same positive number)",
+                global_indices.len()
+            )));
+        }
+        let mut blocks = Vec::with_capacity(self.objectives.len() + 1);
+        if self.config.include_embedding {
+            blocks.push(self.embedding_tensor(images));
+        }
+        let dp = self.device_projection()?;
+        for k in 0..self.objectives.len() {
+            self.objectives[k].ready()?;
+            let (g, _) = self.batch_grads(k, self.views(k, images, global_indices), n)?;
+            blocks.push(l2_normalize(dp.project(&self.projection, g)?));
+        }
+        Ok(Tensor::cat(blocks, 1))
     }
 
     /// The views of `images` for objective `k`, each from the stream `(seed, name, index)`.
@@ -440,25 +590,18 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             features: vec![],
         };
         o.ready()?;
+        let dp = self.device_projection()?;
         let bs = self.config.batch_size;
         for start in (0..n_images).step_by(bs) {
             let n = bs.min(n_images - start);
-            let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(
-                    views[start * per_image..(start + n) * per_image].to_vec(),
-                    [n * v, 3, h, w],
-                ),
-                &self.device,
-            );
-            let r = self.engine.per_image(x, n, &|_, emb| o.image_loss(emb))?;
-            let [_, oo, ii] = r.grads.dims();
-            let g = r.grads.mul_scalar(o.grad_scale()).reshape([n, oo * ii]);
-            let raw = self.projection.project(g.clone())?;
+            let chunk = views[start * per_image..(start + n) * per_image].to_vec();
+            let (g, losses) = self.batch_grads(k, chunk, n)?;
+            let raw = dp.project(&self.projection, g.clone())?;
             let feat = l2_normalize(raw.clone());
-            out.losses.extend(host_f32(r.losses)?);
-            out.grads.extend(host_f32(g)?);
-            out.features_raw.extend(host_f32(raw)?);
-            out.features.extend(host_f32(feat)?);
+            out.losses.extend(self.host(losses)?);
+            out.grads.extend(self.host(g)?);
+            out.features_raw.extend(self.host(raw)?);
+            out.features.extend(self.host(feat)?);
         }
         Ok(out)
     }
@@ -477,34 +620,30 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         for o in &self.objectives {
             o.ready()?;
         }
-        let mut blocks: Vec<(usize, Vec<f32>)> = Vec::new();
         let names = self.block_names();
-        if self.config.include_embedding {
-            blocks.push((self.engine.inner().embed_dim(), self.embeddings(images)?));
-        }
-        for k in 0..self.objectives.len() {
-            let views = self.views(k, images, global_indices);
-            let r = self.objective_from_views(k, &views, n)?;
-            blocks.push((self.projection.out_dim(), r.features));
-        }
-        // Never hand out NaN/Inf: name the first image and block that has one.
-        for ((d, b), name) in blocks.iter().zip(&names) {
-            if let Some(p) = b.iter().position(|v| !v.is_finite()) {
+        let dims = self.block_dims();
+        let total: usize = dims.iter().sum();
+        let mut out = Vec::with_capacity(n * total);
+        let bs = self.config.batch_size;
+        for start in (0..n).step_by(bs) {
+            let end = (start + bs).min(n);
+            let f =
+                self.host(self.features_tensor(&images[start..end], &global_indices[start..end])?)?;
+            // Never hand out NaN/Inf: name the first image and block that has one.
+            if let Some(p) = f.iter().position(|v| !v.is_finite()) {
+                let (row, mut col) = (p / total.max(1), p % total.max(1));
+                let mut block = 0;
+                while block + 1 < dims.len() && col >= dims[block] {
+                    col -= dims[block];
+                    block += 1;
+                }
                 return Err(Error::NonFinite {
-                    objective: name.clone(),
-                    index: global_indices[p / (*d).max(1)],
-                    value: b[p],
+                    objective: names[block].clone(),
+                    index: global_indices[start + row],
+                    value: f[p],
                 });
             }
-        }
-        let total: usize = blocks.iter().map(|b| b.0).sum();
-        let mut out = vec![0f32; n * total];
-        for r in 0..n {
-            let mut c = 0;
-            for (d, b) in &blocks {
-                out[r * total + c..r * total + c + d].copy_from_slice(&b[r * d..(r + 1) * d]);
-                c += d;
-            }
+            out.extend(f);
         }
         Ok(out)
     }
@@ -784,6 +923,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             }
         }
         self.projection = projection;
+        self.device_projection = std::sync::OnceLock::new();
         Ok(())
     }
 }

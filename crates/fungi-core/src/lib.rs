@@ -9,6 +9,7 @@
 //! See `docs/design.md` for why the engine is exact.
 #![warn(missing_docs)]
 
+pub mod device_projection;
 pub mod engine;
 mod error;
 pub mod extractor;
@@ -20,6 +21,7 @@ pub mod rng;
 pub mod state;
 pub mod tensor_file;
 
+pub use device_projection::{DeviceProjection, Residency};
 pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
 pub use error::{Error, Result};
 pub use extractor::{

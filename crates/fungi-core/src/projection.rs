@@ -290,8 +290,19 @@ impl Projection {
         format!("{:x}", h.finalize())
     }
 
+    /// The sign bits and `words_per_row` of a `±1` matrix.
+    pub(crate) fn signs(&self) -> Option<(&[u64], usize)> {
+        match &self.matrix {
+            Matrix::Signs {
+                bits,
+                words_per_row,
+            } => Some((bits, *words_per_row)),
+            Matrix::Dense(_) => None,
+        }
+    }
+
     /// Columns `c0 .. c0 + n` of the matrix, `[E, n]` row-major `f32`.
-    fn tile(&self, c0: usize, n: usize) -> Vec<f32> {
+    pub(crate) fn tile(&self, c0: usize, n: usize) -> Vec<f32> {
         match &self.matrix {
             Matrix::Signs {
                 bits,

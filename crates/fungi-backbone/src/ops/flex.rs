@@ -49,6 +49,10 @@ fn kernel_applies<const D: usize>(x: &Tensor<Flex, D>) -> bool {
 }
 
 impl VitOps for Flex {
+    fn vit_host_memory() -> bool {
+        true
+    }
+
     fn vit_linear(
         x: Tensor<Self, 3>,
         linear: &Linear<Self>,

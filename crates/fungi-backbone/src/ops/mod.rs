@@ -91,6 +91,20 @@ pub trait VitOps: Backend {
     ) -> Tensor<Self, 2> {
         composed::sign_matmul(g, bits, words_per_row, out_dim, scale)
     }
+
+    /// Whether the backend's tensors live in host memory (the CPU backends). Callers use it to
+    /// keep large constant operands, such as the projection, in their compact host form instead
+    /// of caching an expanded copy on the device. Default: `false` (a separate device).
+    fn vit_host_memory() -> bool {
+        false
+    }
+
+    /// Bytes the backend's memory pool has reserved on `device`, where the backend reports it
+    /// (the CubeCL backends: CUDA, WGPU, ROCm); `None` elsewhere (the CPU backends: see the
+    /// process's RSS instead).
+    fn vit_device_memory_reserved(_device: &Self::Device) -> Option<u64> {
+        None
+    }
 }
 
 /// An autodiff backend whose inner backend also has [`VitOps`] (what FUNGI's gradient engine
@@ -110,13 +124,27 @@ where
 impl<B: VitOps, C: burn_autodiff::checkpoint::strategy::CheckpointStrategy> VitOps
     for burn_autodiff::Autodiff<B, C>
 {
+    fn vit_host_memory() -> bool {
+        B::vit_host_memory()
+    }
+    fn vit_device_memory_reserved(device: &Self::Device) -> Option<u64> {
+        B::vit_device_memory_reserved(device)
+    }
 }
 
 #[cfg(feature = "ndarray")]
-impl VitOps for burn::backend::NdArray {}
+impl VitOps for burn::backend::NdArray {
+    fn vit_host_memory() -> bool {
+        true
+    }
+}
 
 #[cfg(feature = "ndarray")]
-impl VitOps for burn::backend::NdArray<f64> {}
+impl VitOps for burn::backend::NdArray<f64> {
+    fn vit_host_memory() -> bool {
+        true
+    }
+}
 
 #[cfg(feature = "cubecl")]
 impl<R, F, I, BT> VitOps for burn_cubecl::CubeBackend<R, F, I, BT>
@@ -125,14 +153,23 @@ where
     F: burn_cubecl::FloatElement,
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
-    burn_cubecl::CubeBackend<R, F, I, BT>: Backend,
+    burn_cubecl::CubeBackend<R, F, I, BT>: Backend<Device = R::Device>,
 {
+    fn vit_device_memory_reserved(device: &Self::Device) -> Option<u64> {
+        <R as burn_cubecl::cubecl::Runtime>::client(device)
+            .memory_usage()
+            .ok()
+            .map(|m| m.bytes_reserved)
+    }
 }
 
 #[cfg(feature = "cubecl")]
 impl<B> VitOps for burn_fusion::Fusion<B>
 where
-    B: burn_fusion::FusionBackend,
-    burn_fusion::Fusion<B>: Backend,
+    B: burn_fusion::FusionBackend + VitOps,
+    burn_fusion::Fusion<B>: Backend<Device = B::Device>,
 {
+    fn vit_device_memory_reserved(device: &Self::Device) -> Option<u64> {
+        B::vit_device_memory_reserved(device)
+    }
 }

@@ -1,0 +1,303 @@
+//! `fungi bench`: extraction throughput without a dataset, for sizing jobs.
+//!
+//! Synthetic 320×256 RGB images (deterministic noise) go through exactly what `fungi extract`
+//! runs per batch — the objectives' views, the prefix forward, the autodiff tail and backward,
+//! the per-image gradients, the projection and the normalisation — with random weights unless
+//! `--weights` is given. SimCLR's negatives are random latents of the configured shape (its
+//! `setup` is a dataset pass, not part of the per-batch cost). Images/s, views/s and seconds
+//! per batch are the median over `--iters` timed batches after one warm-up batch.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use fungi::aug::RgbImage;
+use fungi::core::{FungiExtractor, Objective, Residency, StateTensor};
+use fungi_backbone::{AutodiffVitOps, Vit, VitConfig};
+use serde::Serialize;
+
+/// Arguments of `fungi bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Architecture: a preset (dino_vits16, dino_vitb16, ...) or a JSON config.
+    #[arg(long, default_value = "dino_vits16")]
+    pub arch: String,
+    /// Backbone weights (.pth / .safetensors); random weights when omitted (the speed does not depend on the values).
+    #[arg(long)]
+    pub weights: Option<std::path::PathBuf>,
+    /// Objectives, comma-separated: kl, dino, simclr (or `all`), with fungivision's settings
+    /// (`--paper` for the paper's).
+    #[arg(long, default_value = "kl,dino,simclr")]
+    pub objectives: String,
+    /// Use the paper's objective settings (KL T 15 on the eval view, SimCLR with 256
+    /// negatives and its loss) instead of fungivision's.
+    #[arg(long)]
+    pub paper: bool,
+    /// Also compute the embedding block (as `extract` does by default).
+    #[arg(long)]
+    pub embedding: bool,
+    /// Images per batch; a comma-separated list runs one row per batch size.
+    #[arg(long, default_value = "16")]
+    pub batch: String,
+    /// Timed batches per row (after one warm-up batch).
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    /// Where the projection is kept: auto, host, dense, packed (see `fungi extract --help`).
+    #[arg(long, default_value = "auto")]
+    pub projection: Residency,
+    /// Print the rows as JSON (one object with the setup and every row) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    batch: usize,
+    images_per_s: f64,
+    views_per_s: f64,
+    s_per_batch_median: f64,
+    s_per_batch_best: f64,
+    peak_rss_mb: Option<f64>,
+    device_mem_reserved_mb: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: String,
+    device: String,
+    precision: String,
+    arch: String,
+    weights: String,
+    objectives: Vec<String>,
+    views_per_image: usize,
+    embedding: bool,
+    projection: String,
+    threads: usize,
+    cpu: String,
+    rows: Vec<Row>,
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(l.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Deterministic pseudo-random 320×256 RGB image `i`.
+fn image(i: u64) -> RgbImage {
+    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    RgbImage::from_fn(320, 256, |_, _| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        fungi::aug::image::Rgb([s as u8, (s >> 8) as u8, (s >> 16) as u8])
+    })
+}
+
+fn objectives<B: AutodiffVitOps>(
+    names: &[String],
+    paper: bool,
+    e: usize,
+    device: &B::Device,
+) -> Result<Vec<Box<dyn Objective<B>>>> {
+    let mut out: Vec<Box<dyn Objective<B>>> = Vec::new();
+    for name in names {
+        match name.as_str() {
+            "kl" => {
+                let c = if paper {
+                    fungi::kl::KlConfig::paper()
+                } else {
+                    fungi::kl::KlConfig::fungivision()
+                };
+                out.push(Box::new(fungi::kl::KlObjective::<B>::new(c, e, 0, device)?));
+            }
+            "dino" => out.push(Box::new(fungi::dino::DinoObjective::<B>::new(
+                fungi::dino::DinoConfig::fungivision(),
+                e,
+                0,
+                device,
+            )?)),
+            "simclr" => {
+                let c = if paper {
+                    fungi::simclr::SimclrConfig::paper()
+                } else {
+                    fungi::simclr::SimclrConfig::fungivision()
+                };
+                let (m, l) = (c.comparison_batch_size, c.latent_dim);
+                let o = fungi::simclr::SimclrObjective::<B>::new(c, e, 0, device)?;
+                let rows = m * o.views_per_image();
+                let mut s = 7u64;
+                let data: Vec<f32> = (0..rows * l)
+                    .map(|_| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        (s % 2001) as f32 / 1000.0 - 1.0
+                    })
+                    .collect();
+                out.push(Box::new(o.with_negatives(StateTensor {
+                    shape: vec![rows, l],
+                    data,
+                })?));
+            }
+            other => bail!(
+                "--objectives: unknown objective `{other}` (expected kl, dino, simclr or all; deepcluster needs a k-means setup on a dataset: time it with `fungi extract`)"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `fungi bench` on the autodiff backend `B`.
+pub fn run<B: AutodiffVitOps>(
+    args: &BenchArgs,
+    device: &B::Device,
+    device_name: &str,
+    precision: &str,
+) -> Result<()> {
+    let batches: Vec<usize> = args
+        .batch
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&b| b > 0)
+                .with_context(|| format!("--batch: `{s}` is not a positive integer"))
+        })
+        .collect::<Result<_>>()?;
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let names: Vec<String> = if args.objectives.trim() == "all" {
+        vec!["kl".into(), "dino".into(), "simclr".into()]
+    } else {
+        args.objectives
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    if names.is_empty() && !args.embedding {
+        bail!("--objectives is empty and --embedding is not set: nothing to time");
+    }
+    let cfg = VitConfig::from_preset_or_file(&args.arch)?;
+    let vit = match &args.weights {
+        Some(w) => Vit::<B>::from_file(&cfg, w, device)
+            .with_context(|| format!("loading {}", w.display()))?,
+        None => cfg.init::<B>(device),
+    };
+    let mut builder = FungiExtractor::builder(vit)
+        .include_embedding(args.embedding)
+        .projection_residency(args.projection);
+    for o in objectives::<B>(&names, args.paper, cfg.embed_dim, device)? {
+        builder = builder.objective(o);
+    }
+    let max_batch = batches.iter().copied().max().unwrap_or(1);
+    let mut ex = builder.batch_size(max_batch).build()?;
+    let views_per_image: usize = ex.objectives().iter().map(|o| o.views_per_image()).sum();
+    let imgs: Vec<RgbImage> = (0..max_batch as u64).map(image).collect();
+    let idx: Vec<u64> = (0..max_batch as u64).collect();
+    let mut report = Report {
+        backend: std::any::type_name::<B::InnerBackend>().into(),
+        device: device_name.into(),
+        precision: precision.into(),
+        arch: args.arch.clone(),
+        weights: args
+            .weights
+            .as_ref()
+            .map(|w| w.display().to_string())
+            .unwrap_or_else(|| "random".into()),
+        objectives: names.clone(),
+        views_per_image,
+        embedding: args.embedding,
+        projection: String::new(),
+        threads: rayon::current_num_threads(),
+        cpu: cpu_model(),
+        rows: vec![],
+    };
+    if !args.json {
+        eprintln!(
+            "fungi bench: {} ({}), {}, objectives {} ({} views/image){}, {} thread(s), {}",
+            report.device,
+            report.precision,
+            report.arch,
+            if names.is_empty() {
+                "-".into()
+            } else {
+                names.join(",")
+            },
+            views_per_image,
+            if args.embedding { " + embedding" } else { "" },
+            report.threads,
+            report.cpu
+        );
+        println!(
+            "{:>5} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
+            "batch", "img/s", "views/s", "s/batch", "best s", "peak RSS MB", "device MB"
+        );
+    }
+    for &b in &batches {
+        ex.set_batch_size(b)?;
+        reset_peak_rss();
+        // Warm-up: allocations, autotuning, the device projection.
+        ex.extract(&imgs[..b], &idx[..b])?;
+        let mut t: Vec<f64> = (0..args.iters)
+            .map(|_| -> Result<f64> {
+                let s = Instant::now();
+                let f = ex.extract(&imgs[..b], &idx[..b])?;
+                if f.len() != b * ex.feature_dim() {
+                    bail!("{} features for {b} images", f.len());
+                }
+                Ok(s.elapsed().as_secs_f64())
+            })
+            .collect::<Result<_>>()?;
+        t.sort_by(f64::total_cmp);
+        let med = t[t.len() / 2];
+        let row = Row {
+            batch: b,
+            images_per_s: b as f64 / med,
+            views_per_s: (b * views_per_image) as f64 / med,
+            s_per_batch_median: med,
+            s_per_batch_best: t[0],
+            peak_rss_mb: peak_rss_mb(),
+            device_mem_reserved_mb:
+                <B::InnerBackend as fungi_backbone::VitOps>::vit_device_memory_reserved(device)
+                    .map(|v| v as f64 / (1 << 20) as f64),
+        };
+        if !args.json {
+            let mb = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+            println!(
+                "{:>5} {:>10.3} {:>10.1} {:>10.3} {:>10.3} {:>12} {:>14}",
+                row.batch,
+                row.images_per_s,
+                row.views_per_s,
+                row.s_per_batch_median,
+                row.s_per_batch_best,
+                mb(row.peak_rss_mb),
+                mb(row.device_mem_reserved_mb)
+            );
+        }
+        report.rows.push(row);
+    }
+    report.projection = ex.device_projection()?.residency().to_string();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
