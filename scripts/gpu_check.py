@@ -131,9 +131,11 @@ class Check:
             return
         t = time.time()
         try:
-            r = fn(min(timeout, left))
-            self.summary["steps"][name] = dict(status="ok", seconds=round(time.time() - t, 1), **(r or {}))
-            print(f"[ok]   {name} ({time.time() - t:.0f} s): {json.dumps(r)[:400]}", flush=True)
+            r = fn(min(timeout, left)) or {}
+            # A parity step that ran but missed its tolerance is a failure (numbers kept).
+            status = "failed" if r.get("pass") is False else "ok"
+            self.summary["steps"][name] = dict(status=status, seconds=round(time.time() - t, 1), **r)
+            print(f"[{status}] {name} ({time.time() - t:.0f} s): {json.dumps(r)[:400]}", flush=True)
         except Exception as e:
             status = "skipped" if isinstance(e, Skip) else "failed"
             self.summary["steps"][name] = dict(status=status, seconds=round(time.time() - t, 1),

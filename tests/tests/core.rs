@@ -548,3 +548,38 @@ fn projection_is_materialised_once_per_run_and_features_leave_the_device_once_pe
     ex.extract(&imgs[..4], &idx[..4]).unwrap();
     assert_eq!(ex.projection_materialisations(), 2);
 }
+
+#[test]
+fn the_paper_kl_view_shares_its_forward_with_the_embedding_block() {
+    // KL on the eval view (the paper's setting) sees exactly the embedding block's input: the
+    // block is taken from that forward, and equals a separate eval forward.
+    let imgs = golden_images(true).unwrap();
+    let idx: Vec<u64> = (0..8).collect();
+    let build = |with_embedding: bool| {
+        let kl = KlObjective::<B>::new(KlConfig::paper(), 64, 0, &device()).unwrap();
+        assert_eq!(fungi_core::Objective::<B>::eval_view(&kl), Some(0));
+        FungiExtractor::builder(golden_vit())
+            .target_layer("blocks.3.attn.proj")
+            .batch_size(4)
+            .include_embedding(with_embedding)
+            .objective(Box::new(kl))
+            .build()
+            .unwrap()
+    };
+    let ex = build(true);
+    let f = ex.extract(&imgs, &idx).unwrap();
+    let emb = ex.embeddings(&imgs).unwrap();
+    let kl_only = build(false).extract(&imgs, &idx).unwrap();
+    let (first, second): (Vec<f32>, Vec<f32>) = (
+        f.chunks(128).flat_map(|r| r[..64].to_vec()).collect(),
+        f.chunks(128).flat_map(|r| r[64..].to_vec()).collect(),
+    );
+    let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_abs("shared embedding block", &first, &as64(&emb), 1e-5);
+    assert_abs(
+        "kl block with the shared forward",
+        &second,
+        &as64(&kl_only),
+        1e-6,
+    );
+}

@@ -175,3 +175,38 @@ fn deepcluster_is_batch_invariant_and_restored_from_a_state() {
         "{msg}"
     );
 }
+
+#[test]
+fn batched_losses_equal_the_per_image_losses() {
+    // The batched loss (targets as one argmax on the device) is the per-image loss, row by row.
+    let (ex, imgs) = set_up(8);
+    let dc = &ex.objectives()[0];
+    let idx: Vec<u64> = (0..8).collect();
+    let views = ex.views(0, &imgs, &idx);
+    let x = Tensor::<fungi_tests::TestBackend, 4>::from_data(
+        TensorData::new(views, [80, 3, 224, 224]),
+        &device(),
+    );
+    let emb = Tensor::<B, 2>::from_inner(ex.engine().inner().forward(x)).reshape([8, 10, 64]);
+    let batched: Vec<f32> = dc
+        .batch_losses(emb.clone())
+        .unwrap()
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap();
+    for (b, got) in batched.iter().enumerate() {
+        let one: f32 = dc
+            .image_loss(
+                emb.clone()
+                    .slice([b..b + 1, 0..10, 0..64])
+                    .reshape([10, 64]),
+            )
+            .unwrap()
+            .into_scalar();
+        assert!(
+            (got - one).abs() <= 1e-5 * one.abs().max(1.0),
+            "image {b}: batched {got} vs per image {one}"
+        );
+    }
+}

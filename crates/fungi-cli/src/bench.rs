@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// Where the projection is kept: auto, host, dense, packed (see `fungi extract --help`).
     #[arg(long, default_value = "auto")]
     pub projection: Residency,
+    /// Views per pass of the network's prefix (0: automatic — 16 on the CPU backends, 512 on
+    /// GPUs): bounds the activations held at once; features do not depend on it beyond float
+    /// rounding.
+    #[arg(long, default_value_t = 0)]
+    pub max_views_per_pass: usize,
     /// Print the rows as JSON (one object with the setup and every row) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +76,7 @@ struct Report {
     views_per_image: usize,
     embedding: bool,
     projection: String,
+    views_per_pass: usize,
     threads: usize,
     cpu: String,
     rows: Vec<Row>,
@@ -210,6 +216,7 @@ pub fn run<B: AutodiffVitOps>(
     }
     let max_batch = batches.iter().copied().max().unwrap_or(1);
     let mut ex = builder.batch_size(max_batch).build()?;
+    ex.set_views_per_pass(args.max_views_per_pass);
     let views_per_image: usize = ex.objectives().iter().map(|o| o.views_per_image()).sum();
     let imgs: Vec<RgbImage> = (0..max_batch as u64).map(image).collect();
     let idx: Vec<u64> = (0..max_batch as u64).collect();
@@ -227,6 +234,7 @@ pub fn run<B: AutodiffVitOps>(
         views_per_image,
         embedding: args.embedding,
         projection: String::new(),
+        views_per_pass: ex.engine().views_per_pass(),
         threads: rayon::current_num_threads(),
         cpu: cpu_model(),
         rows: vec![],

@@ -109,6 +109,11 @@ pub struct ExtractArgs {
     /// rounding.
     #[arg(long, default_value = "auto")]
     pub projection: fungi::core::Residency,
+    /// Views per pass of the network's prefix (0: automatic — 16 on the CPU backends, 512 on
+    /// GPUs): bounds the activations held at once; features do not depend on it beyond float
+    /// rounding.
+    #[arg(long, default_value_t = 0)]
+    pub max_views_per_pass: usize,
 }
 
 /// What identifies a run; a resume or a merge must see the same values.
@@ -645,6 +650,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let vit = Vit::<B>::from_file(&arch, &args.weights, device)?;
     let mut ex = cfg.build(vit)?;
     ex.set_projection_residency(args.projection);
+    ex.set_views_per_pass(args.max_views_per_pass);
     let total = ds.len().div_ceil(chunk);
     let (a, b) = match shard {
         Some((i, n)) => shard_chunks(i, n, total),

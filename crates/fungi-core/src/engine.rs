@@ -42,6 +42,17 @@ pub struct GradientEngine<B: AutodiffVitOps> {
     inner: Vit<B::InnerBackend>,
     target: TargetLayer,
     cls_only: bool,
+    views_per_pass: usize,
+}
+
+/// Views per prefix pass when none is set: small passes keep the activations of a pass in
+/// cache on the CPU backends (measured in docs/performance.md); large ones fill a GPU.
+pub fn default_views_per_pass<B: VitOps>() -> usize {
+    if B::vit_host_memory() {
+        16
+    } else {
+        512
+    }
 }
 
 /// Output of [`GradientEngine::per_image`].
@@ -51,6 +62,8 @@ pub struct PerImage<B: Backend> {
     pub grads: Tensor<B, 3>,
     /// `[N]` per-image losses.
     pub losses: Tensor<B, 1>,
+    /// `[N, V, E]` CLS embeddings of every view (untracked).
+    pub embeddings: Tensor<B, 3>,
 }
 
 impl<B: AutodiffVitOps> GradientEngine<B> {
@@ -81,7 +94,48 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
             inner,
             target,
             cls_only,
+            views_per_pass: default_views_per_pass::<B::InnerBackend>(),
         })
+    }
+
+    /// Views per pass of the (untracked) prefix: a batch's `N·V` views run through the network
+    /// up to the target layer in passes of at most this many (0: [`default_views_per_pass`]).
+    /// Results do not depend on it beyond float rounding.
+    pub fn set_views_per_pass(&mut self, n: usize) {
+        self.views_per_pass = if n == 0 {
+            default_views_per_pass::<B::InnerBackend>()
+        } else {
+            n
+        };
+    }
+    /// See [`GradientEngine::set_views_per_pass`].
+    pub fn views_per_pass(&self) -> usize {
+        self.views_per_pass
+    }
+
+    /// The prefix over `views` in passes of at most `views_per_pass`: the target Linear's input
+    /// and the residual stream, concatenated over the passes.
+    fn tap_in_passes(
+        &self,
+        views: Tensor<B::InnerBackend, 4>,
+    ) -> (Tensor<B::InnerBackend, 3>, Tensor<B::InnerBackend, 3>) {
+        let [nv, c, h, w] = views.dims();
+        let step = self.views_per_pass.max(1);
+        if nv <= step {
+            let t = self.inner.tap(views, self.target, self.cls_only);
+            return (t.input, t.residual);
+        }
+        let (inputs, residuals): (Vec<_>, Vec<_>) = (0..nv)
+            .step_by(step)
+            .map(|s| {
+                let part = views
+                    .clone()
+                    .slice([s..(s + step).min(nv), 0..c, 0..h, 0..w]);
+                let t = self.inner.tap(part, self.target, self.cls_only);
+                (t.input, t.residual)
+            })
+            .unzip();
+        (Tensor::cat(inputs, 0), Tensor::cat(residuals, 0))
     }
 
     /// The autodiff-side backbone.
@@ -122,6 +176,34 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
         n_images: usize,
         image_loss: &dyn Fn(usize, Tensor<B, 2>) -> Result<Tensor<B, 1>>,
     ) -> Result<PerImage<B::InnerBackend>> {
+        self.per_image_batched(views, n_images, &|emb: Tensor<B, 3>| {
+            let [n, v, e] = emb.dims();
+            let losses = (0..n)
+                .map(|b| {
+                    let views_b = emb.clone().slice([b..b + 1, 0..v, 0..e]).reshape([v, e]);
+                    image_loss(b, views_b).map(|l| l.reshape([1]))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(losses, 0))
+        })
+    }
+
+    /// [`GradientEngine::per_image`] with the losses of the whole batch at once:
+    /// `batch_loss(embeddings)` receives `[N, V, E]` and returns `[N]`, row `b` depending on
+    /// image `b` only (e.g. [`Objective::batch_losses`](crate::Objective::batch_losses)).
+    ///
+    /// # Shapes
+    /// - `views`: `[N·V, C, H, W]` (inner backend); output grads `[N, O, I+1]`, losses `[N]`.
+    ///
+    /// # Errors
+    /// When the views are not a whole number per image, the losses are not `[N]`, or a loss
+    /// fails.
+    pub fn per_image_batched(
+        &self,
+        views: Tensor<B::InnerBackend, 4>,
+        n_images: usize,
+        batch_loss: &dyn Fn(Tensor<B, 3>) -> Result<Tensor<B, 1>>,
+    ) -> Result<PerImage<B::InnerBackend>> {
         let nv = views.dims()[0];
         if n_images == 0 || !nv.is_multiple_of(n_images) {
             return Err(Error::Input(format!(
@@ -129,24 +211,25 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
             )));
         }
         let v = nv / n_images;
-        let tap = self.inner.tap(views, self.target, self.cls_only);
+        let (tap_input, tap_residual) = self.tap_in_passes(views);
         let y = <B::InnerBackend as VitOps>::vit_linear(
-            tap.input.clone(),
+            tap_input.clone(),
             self.inner.linear(self.target),
             LinearEpilogue::None,
         );
         let y_ad = Tensor::<B, 3>::from_inner(y).require_grad();
-        let residual = Tensor::<B, 3>::from_inner(tap.residual);
+        let residual = Tensor::<B, 3>::from_inner(tap_residual);
         let emb = self.model.resume(residual, y_ad.clone(), self.target); // [N·V, E]
         let e = emb.dims()[1];
         let emb = emb.reshape([n_images, v, e]);
-        let losses: Vec<Tensor<B, 1>> = (0..n_images)
-            .map(|b| {
-                let views_b = emb.clone().slice([b..b + 1, 0..v, 0..e]).reshape([v, e]);
-                image_loss(b, views_b).map(|l| l.reshape([1]))
-            })
-            .collect::<Result<_>>()?;
-        let losses = Tensor::cat(losses, 0);
+        let embeddings = emb.clone().inner();
+        let losses = batch_loss(emb)?;
+        if losses.dims() != [n_images] {
+            return Err(Error::Input(format!(
+                "the batch loss has shape {:?}, expected [{n_images}] (one loss per image)",
+                losses.dims()
+            )));
+        }
         let grads = losses.clone().sum().backward();
         let delta = y_ad.grad(&grads).ok_or_else(|| {
             Error::Input(
@@ -155,7 +238,7 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
             )
         })?; // [N·V, T', O]
         let [_, t, o] = delta.dims();
-        let a = tap.input; // [N·V, T', I]
+        let a = tap_input; // [N·V, T', I]
         let i = a.dims()[2];
         let device = a.device();
         let ones = Tensor::<B::InnerBackend, 3>::ones([nv, t, 1], &device);
@@ -164,6 +247,7 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
         Ok(PerImage {
             grads: delta.swap_dims(1, 2).matmul(a1),
             losses: losses.inner(),
+            embeddings,
         })
     }
 }

@@ -354,6 +354,10 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         self.config.batch_size = n;
         Ok(())
     }
+    /// Views per prefix pass ([`GradientEngine::set_views_per_pass`]; 0 = automatic).
+    pub fn set_views_per_pass(&mut self, n: usize) {
+        self.engine.set_views_per_pass(n);
+    }
     /// Changes where the projection is kept ([`FungiExtractorBuilder::projection_residency`]);
     /// the device copy is made again at the next projection.
     pub fn set_projection_residency(&mut self, r: Residency) {
@@ -497,14 +501,20 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         l2_normalize(self.engine.inner().forward(x))
     }
 
-    /// Objective `k`'s scaled per-image gradients `[n, O·(I+1)]` and losses `[n]` from one
-    /// batch of views (`[n·V, 3, H, W]` values, image-major), on the device.
+    /// Objective `k`'s scaled per-image gradients `[n, O·(I+1)]`, losses `[n]` and view
+    /// embeddings `[n, V, E]` from one batch of views (`[n·V, 3, H, W]` values, image-major), on
+    /// the device.
+    #[allow(clippy::type_complexity)]
     fn batch_grads(
         &self,
         k: usize,
         views: Vec<f32>,
         n: usize,
-    ) -> Result<(Tensor<B::InnerBackend, 2>, Tensor<B::InnerBackend, 1>)> {
+    ) -> Result<(
+        Tensor<B::InnerBackend, 2>,
+        Tensor<B::InnerBackend, 1>,
+        Tensor<B::InnerBackend, 3>,
+    )> {
         let o = &self.objectives[k];
         let v = o.views_per_image();
         let (h, w) = o.view_size();
@@ -512,11 +522,14 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             TensorData::new(views, [n * v, 3, h, w]),
             &self.device,
         );
-        let r = self.engine.per_image(x, n, &|_, emb| o.image_loss(emb))?;
+        let r = self
+            .engine
+            .per_image_batched(x, n, &|emb| o.batch_losses(emb))?;
         let [_, oo, ii] = r.grads.dims();
         Ok((
             r.grads.mul_scalar(o.grad_scale()).reshape([n, oo * ii]),
             r.losses,
+            r.embeddings,
         ))
     }
 
@@ -538,15 +551,35 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
                 global_indices.len()
             )));
         }
-        let mut blocks = Vec::with_capacity(self.objectives.len() + 1);
-        if self.config.include_embedding {
-            blocks.push(self.embedding_tensor(images));
-        }
+        // An objective whose view is the eval transform (the paper's KL) already runs the
+        // embedding block's forward: take the block from it instead of a second forward.
+        let shared = if self.config.include_embedding {
+            self.objectives
+                .iter()
+                .enumerate()
+                .find_map(|(k, o)| o.eval_view().map(|j| (k, j)))
+        } else {
+            None
+        };
+        let mut embedding = match (self.config.include_embedding, shared) {
+            (true, None) => Some(self.embedding_tensor(images)),
+            _ => None,
+        };
         let dp = self.device_projection()?;
+        let mut blocks = Vec::with_capacity(self.objectives.len() + 1);
         for k in 0..self.objectives.len() {
             self.objectives[k].ready()?;
-            let (g, _) = self.batch_grads(k, self.views(k, images, global_indices), n)?;
+            let (g, _, emb) = self.batch_grads(k, self.views(k, images, global_indices), n)?;
+            if let Some((_, j)) = shared.filter(|&(s, _)| s == k) {
+                let e = emb.dims()[2];
+                embedding = Some(l2_normalize(
+                    emb.slice([0..n, j..j + 1, 0..e]).reshape([n, e]),
+                ));
+            }
             blocks.push(l2_normalize(dp.project(&self.projection, g)?));
+        }
+        if let Some(e) = embedding {
+            blocks.insert(0, e);
         }
         Ok(Tensor::cat(blocks, 1))
     }
@@ -595,7 +628,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         for start in (0..n_images).step_by(bs) {
             let n = bs.min(n_images - start);
             let chunk = views[start * per_image..(start + n) * per_image].to_vec();
-            let (g, losses) = self.batch_grads(k, chunk, n)?;
+            let (g, losses, _) = self.batch_grads(k, chunk, n)?;
             let raw = dp.project(&self.projection, g.clone())?;
             let feat = l2_normalize(raw.clone());
             out.losses.extend(self.host(losses)?);

@@ -90,6 +90,34 @@ pub trait Objective<B: AutodiffBackend>: Send + Sync {
     /// When the objective is not ready (e.g. SimCLR without negatives: neither `setup` nor a
     /// loaded state).
     fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>>;
+    /// The index of a view that is exactly the eval transform of the image
+    /// (`fungi_aug::EvalTransform::default()`, e.g. the paper's KL view), if any: the extractor
+    /// then takes the embedding block from that view's forward instead of running another one.
+    /// Default: none.
+    fn eval_view(&self) -> Option<usize> {
+        None
+    }
+    /// The losses `[N]` of a whole batch from the CLS embeddings `[N, V, E]` (image-major).
+    /// Row `b` must depend on image `b`'s embeddings only (the engine's per-image gradients
+    /// rely on it). The default calls [`Objective::image_loss`] once per image; an objective
+    /// overrides it to batch the work — and to keep host round trips out of the loss (e.g.
+    /// DeepCluster's targets).
+    ///
+    /// # Errors
+    /// As [`Objective::image_loss`].
+    fn batch_losses(&self, embeddings: Tensor<B, 3>) -> Result<Tensor<B, 1>> {
+        let [n, v, e] = embeddings.dims();
+        let losses = (0..n)
+            .map(|b| {
+                let x = embeddings
+                    .clone()
+                    .slice([b..b + 1, 0..v, 0..e])
+                    .reshape([v, e]);
+                self.image_loss(x).map(|l| l.reshape([1]))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(losses, 0))
+    }
     /// Whether the objective can compute losses now; the extractor checks it before any work,
     /// so that a missing `setup` is an error naming the objective, not a failure mid-run.
     /// Default: ready.

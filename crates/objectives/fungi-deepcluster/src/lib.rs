@@ -254,59 +254,74 @@ impl<B: Backend> DeepClusterObjective<B> {
     }
 }
 
+/// Rows of `x` per step of [`kmeans`]: bounds the `[rows, K]` score and one-hot tiles (with
+/// `K = 3000`: 49 MB each), whatever the size of the memory bank.
+const KMEANS_ROWS: usize = 4096;
+
 /// k-means as the reference runs it (dot-product assignment, mean update of non-empty clusters,
-/// no re-normalisation); `init` are row indices of `x` used as initial centroids.
-pub fn kmeans(
-    x: &[f32],
-    n: usize,
-    d: usize,
+/// no re-normalisation), as Burn matmuls on `x`'s device; `init` are row indices of `x` used as
+/// initial centroids. Returns the centroids `[K, D]` and the final assignments, read back once.
+///
+/// Assignment is `argmax` of `x · cᵀ` (ties to the lowest index); the update sums each cluster's
+/// rows with a one-hot matmul, tile by tile (deterministic on every backend, unlike a scatter-add).
+///
+/// # Errors
+/// When the device's values cannot be read back.
+pub fn kmeans<Bk: Backend>(
+    x: Tensor<Bk, 2>,
     init: &[usize],
     iterations: usize,
-) -> (Vec<f32>, Vec<usize>) {
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let device = x.device();
+    let [n, d] = x.dims();
     let k = init.len();
-    let mut c: Vec<f32> = init
-        .iter()
-        .flat_map(|&i| x[i * d..(i + 1) * d].to_vec())
+    let idx: Vec<i64> = init.iter().map(|&i| i as i64).collect();
+    let mut c = x.clone().select(
+        0,
+        Tensor::<Bk, 1, Int>::from_data(TensorData::new(idx, [k]), &device),
+    );
+    let tiles: Vec<Tensor<Bk, 2>> = (0..n)
+        .step_by(KMEANS_ROWS)
+        .map(|r0| x.clone().slice([r0..(r0 + KMEANS_ROWS).min(n), 0..d]))
         .collect();
-    let assign = |c: &[f32]| -> Vec<usize> {
-        (0..n)
-            .map(|i| {
-                let xi = &x[i * d..(i + 1) * d];
-                let mut best = (f32::NEG_INFINITY, 0);
-                for j in 0..k {
-                    let s: f32 = xi
-                        .iter()
-                        .zip(&c[j * d..(j + 1) * d])
-                        .map(|(a, b)| a * b)
-                        .sum();
-                    if s > best.0 {
-                        best = (s, j);
-                    }
-                }
-                best.1
-            })
-            .collect()
+    let assign = |c: &Tensor<Bk, 2>, t: &Tensor<Bk, 2>| -> Tensor<Bk, 1, Int> {
+        let rows = t.dims()[0];
+        t.clone()
+            .matmul(c.clone().transpose())
+            .argmax(1)
+            .reshape([rows])
     };
     for _ in 0..iterations {
-        let a = assign(&c);
-        let mut sum = vec![0f32; k * d];
-        let mut cnt = vec![0usize; k];
-        for (i, &j) in a.iter().enumerate() {
-            cnt[j] += 1;
-            for t in 0..d {
-                sum[j * d + t] += x[i * d + t];
-            }
+        let mut sums = Tensor::<Bk, 2>::zeros([k, d], &device);
+        let mut counts = Tensor::<Bk, 2>::zeros([k, 1], &device);
+        for t in &tiles {
+            let onehot: Tensor<Bk, 2> = assign(&c, t).one_hot::<2>(k).float(); // [rows, K]
+            counts = counts + onehot.clone().sum_dim(0).reshape([k, 1]);
+            sums = sums + onehot.transpose().matmul(t.clone());
         }
-        for j in 0..k {
-            if cnt[j] > 0 {
-                for t in 0..d {
-                    c[j * d + t] = sum[j * d + t] / cnt[j] as f32;
-                }
-            }
-        }
+        let nonempty = counts.clone().greater_elem(0.0).expand([k, d]);
+        c = c.mask_where(nonempty, sums / counts.clamp_min(1.0));
     }
-    let a = assign(&c);
-    (c, a)
+    let a: Vec<Tensor<Bk, 1, Int>> = tiles.iter().map(|t| assign(&c, t)).collect();
+    let read = |e: burn::tensor::DataError| {
+        Error::Input(format!(
+            "deepcluster k-means: reading the result back: {e:?}"
+        ))
+    };
+    let a = Tensor::cat(a, 0)
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .map_err(read)?
+        .into_iter()
+        .map(|j| j as usize)
+        .collect();
+    let c = c
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(read)?;
+    Ok((c, a))
 }
 
 impl<B: AutodiffBackend> DeepClusterObjective<B> {
@@ -433,13 +448,11 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
                 let j = rng.random_range(i..n);
                 idx.swap(i, j);
             }
-            let (c, a) = kmeans(
-                &memory[crop],
-                n,
-                l,
-                &idx[..k],
-                self.config.kmeans_iterations,
+            let x = Tensor::<B::InnerBackend, 2>::from_data(
+                TensorData::new(memory[crop].clone(), [n, l]),
+                &ctx.device(),
             );
+            let (c, a) = kmeans(x, &idx[..k], self.config.kmeans_iterations)?;
             let st = StateTensor {
                 shape: vec![k, l],
                 data: c,
@@ -488,6 +501,66 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
         }
         let n_terms = (terms.len() * c) as f64;
         Ok(Tensor::cat(terms, 0).sum().div_scalar(n_terms).reshape([1]))
+    }
+    /// Batched: targets for every image and head as one argmax on the device (no host round
+    /// trip before `backward`), the cross-entropy picked with `gather`.
+    fn batch_losses(&self, embeddings: Tensor<B, 3>) -> Result<Tensor<B, 1>> {
+        let protos = self.prototypes()?;
+        let [n, v, e] = embeddings.dims();
+        let c = self.config.crops();
+        if v != c + 2 {
+            return Err(Error::Input(format!(
+                "deepcluster: {v} views per image, expected {} (crops + 2 memory-bank views)",
+                c + 2
+            )));
+        }
+        // Memory-bank latents [n, 2, L], outside the graph (the reference's targets carry no
+        // gradient).
+        let mem = self.latents_inner(
+            embeddings
+                .clone()
+                .inner()
+                .slice([0..n, v - 2..v, 0..e])
+                .reshape([n * 2, e]),
+        );
+        let l = mem.dims()[1];
+        let mem = mem.reshape([n, 2, l]);
+        let z = l2_normalize(
+            embeddings
+                .slice([0..n, 0..c, 0..e])
+                .reshape([n * c, e])
+                .matmul(self.projection.1.clone()),
+        ); // [n·c, L]
+        let mut total: Option<Tensor<B, 1>> = None;
+        for (h, (_, pt)) in protos.iter().enumerate() {
+            let crop = h % 2;
+            let k = pt.dims()[1];
+            let target = mem
+                .clone()
+                .slice([0..n, crop..crop + 1, 0..l])
+                .reshape([n, l])
+                .matmul(pt.clone().inner())
+                .argmax(1); // [n, 1]
+            let index = Tensor::<B, 3, Int>::from_inner(target.reshape([n, 1, 1]).repeat_dim(1, c));
+            let logp = log_softmax(
+                z.clone()
+                    .matmul(pt.clone())
+                    .div_scalar(self.config.temperature),
+                1,
+            )
+            .reshape([n, c, k]);
+            let picked = logp
+                .gather(2, index)
+                .reshape([n, c])
+                .sum_dim(1)
+                .reshape([n]);
+            total = Some(match total {
+                Some(t) => t + picked,
+                None => picked,
+            });
+        }
+        let total = total.ok_or_else(|| Error::Input("deepcluster: no prototype heads".into()))?;
+        Ok(total.neg().div_scalar((protos.len() * c) as f64))
     }
     fn grad_scale(&self) -> f32 {
         self.config.crops() as f32
@@ -548,7 +621,11 @@ mod tests {
         let x = [
             1.0, 0.0, 0.99, 0.14, 0.98, -0.2, 0.0, 1.0, 0.1, 0.99, -0.14, 0.99,
         ];
-        let (c, a) = kmeans(&x, 6, 2, &[0, 1], 10);
+        let x = Tensor::<burn::backend::Flex, 2>::from_data(
+            TensorData::new(x.to_vec(), [6, 2]),
+            &Default::default(),
+        );
+        let (c, a) = kmeans(x, &[0, 1], 10).unwrap();
         assert_eq!(a[0], a[1]);
         assert_eq!(a[0], a[2]);
         assert_eq!(a[3], a[4]);

@@ -135,6 +135,9 @@ impl<B: AutodiffBackend> Objective<B> for KlObjective<B> {
     fn views_per_image(&self) -> usize {
         1
     }
+    fn eval_view(&self) -> Option<usize> {
+        (self.config.view == KlView::Eval).then_some(0)
+    }
     fn views(&self, image: &RgbImage, _rng: &mut ChaCha8Rng) -> Vec<f32> {
         match self.config.view {
             KlView::Squash => KlTransform::default().apply(image),
