@@ -114,6 +114,10 @@ pub struct ExtractArgs {
     /// rounding.
     #[arg(long, default_value_t = 0)]
     pub max_views_per_pass: usize,
+    /// Make batch k+1's views on the decode thread while batch k computes (the default on
+    /// GPUs; on the CPU backends both share the cores, so it is off unless set).
+    #[arg(long)]
+    pub prepare_ahead: bool,
 }
 
 /// What identifies a run; a resume or a merge must see the same values.
@@ -651,6 +655,9 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let mut ex = cfg.build(vit)?;
     ex.set_projection_residency(args.projection);
     ex.set_views_per_pass(args.max_views_per_pass);
+    if args.prepare_ahead {
+        ex.set_prepare_ahead(Some(true));
+    }
     let total = ds.len().div_ceil(chunk);
     let (a, b) = match shard {
         Some((i, n)) => shard_chunks(i, n, total),
@@ -848,8 +855,13 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
         })
         .collect();
     let out = &args.out;
+    // On a separate device, the view transforms of batch k+1 run on the decode thread while
+    // batch k computes; on the CPU backends they share the cores with the compute anyway.
+    let overlap = ex.prepare_ahead();
+    let ex = &ex;
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Decoded)>(1);
+        type Prepared = Option<fungi::core::Result<fungi::core::PreparedBatch>>;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Decoded, Prepared)>(1);
         let ds = &ds;
         let opts = &opts;
         let batches = &batches;
@@ -865,14 +877,23 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
                         )
                     })
                     .collect();
-                if tx.send((*c, decoded)).is_err() {
+                let prepared = if overlap {
+                    let (imgs, idx): (Vec<_>, Vec<u64>) = decoded
+                        .iter()
+                        .filter_map(|(i, r)| r.as_ref().ok().map(|im| (im.clone(), *i as u64)))
+                        .unzip();
+                    (!imgs.is_empty()).then(|| ex.prepare(&imgs, &idx))
+                } else {
+                    None
+                };
+                if tx.send((*c, decoded, prepared)).is_err() {
                     break;
                 }
             }
         });
         let mut current: Option<(usize, Chunk)> = None;
         let flush = |c: usize, ch: &Chunk| write_chunk(&chunk_path(out, c), ch, dim);
-        for (c, decoded) in rx {
+        for (c, decoded, prepared) in rx {
             let in_batch = decoded.len() as u64;
             if let Some((pc, ch)) = current.take() {
                 if pc != c {
@@ -919,7 +940,11 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
                 }
             }
             if !imgs.is_empty() {
-                let f = ex.extract(&imgs, &idx).map_err(|e| match e {
+                let f = match prepared {
+                    Some(p) => p.and_then(|p| ex.extract_prepared(p)),
+                    None => ex.extract(&imgs, &idx),
+                };
+                let f = f.map_err(|e| match e {
                     fungi::core::Error::NonFinite {
                         objective,
                         index,

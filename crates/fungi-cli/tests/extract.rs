@@ -79,6 +79,27 @@ fn extract_resume_shards_and_merge_are_byte_identical() {
     let feats = std::fs::read(full.join("features.npy")).unwrap();
     let labels = std::fs::read(full.join("labels.npy")).unwrap();
 
+    // Views prepared on the decode thread while the previous batch computes (the GPU default),
+    // with the prefix in passes of 3 views: the same bytes.
+    let ahead = dir.path().join("ahead");
+    ok(&extract(
+        &data,
+        &ahead,
+        &cfg,
+        &[
+            "--prepare-ahead",
+            "--max-views-per-pass",
+            "3",
+            "--state",
+            full.join("state.safetensors").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(ahead.join("features.npy")).unwrap(),
+        feats,
+        "--prepare-ahead / --max-views-per-pass changed the features"
+    );
+
     // Shards 0..3 with the state of the full run, then merge.
     let mut shard_dirs = vec![];
     for i in 0..3 {

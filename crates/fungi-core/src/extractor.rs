@@ -78,6 +78,38 @@ pub struct ObjectiveOutput {
     pub features: Vec<f32>,
 }
 
+/// The host-side inputs of one batch ([`FungiExtractor::prepare`]): every objective's views
+/// and, when the embedding block needs its own forward, the eval views.
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    n: usize,
+    global_indices: Vec<u64>,
+    eval: Option<Vec<f32>>,
+    views: Vec<Vec<f32>>,
+}
+
+impl PreparedBatch {
+    /// Images in the batch.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    /// Whether the batch is empty (never, for a prepared batch).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// Bytes of views held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.eval.as_ref().map_or(0, Vec::len)
+            + self.views.iter().map(Vec::len).sum::<usize>())
+    }
+}
+
+/// The eval views `[n, 3, 224, 224]` of `images`.
+fn eval_inputs(images: &[RgbImage]) -> Vec<f32> {
+    let t = EvalTransform::default();
+    images.par_iter().flat_map_iter(|im| t.apply(im)).collect()
+}
+
 /// FUNGI feature extractor.
 pub struct FungiExtractor<B: AutodiffVitOps> {
     engine: GradientEngine<B>,
@@ -95,6 +127,8 @@ pub struct FungiExtractor<B: AutodiffVitOps> {
     projection_materialisations: std::sync::atomic::AtomicUsize,
     /// Device-to-host copies made by this extractor (one per batch on the features path).
     host_reads: std::sync::atomic::AtomicUsize,
+    /// Prepare batch k+1 while batch k computes; `None`: on backends with their own device.
+    prepare_ahead: Option<bool>,
 }
 
 impl<B: AutodiffVitOps> std::fmt::Debug for FungiExtractor<B> {
@@ -271,6 +305,7 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
             device_projection: std::sync::OnceLock::new(),
             projection_materialisations: Default::default(),
             host_reads: Default::default(),
+            prepare_ahead: None,
         })
     }
 }
@@ -353,6 +388,17 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         }
         self.config.batch_size = n;
         Ok(())
+    }
+    /// Whether `extract` (and the CLI) prepares batch k+1's views while batch k computes:
+    /// `None` (default) does so on backends with their own device (GPUs) and not on the CPU
+    /// backends, where both would share the same cores. Features are identical either way.
+    pub fn set_prepare_ahead(&mut self, on: Option<bool>) {
+        self.prepare_ahead = on;
+    }
+    /// See [`FungiExtractor::set_prepare_ahead`].
+    pub fn prepare_ahead(&self) -> bool {
+        self.prepare_ahead
+            .unwrap_or(!<B::InnerBackend as fungi_backbone::VitOps>::vit_host_memory())
     }
     /// Views per prefix pass ([`GradientEngine::set_views_per_pass`]; 0 = automatic).
     pub fn set_views_per_pass(&mut self, n: usize) {
@@ -492,10 +538,13 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
 
     /// L2-normalised eval-transform embeddings `[N, E]` of one batch, on the device.
     fn embedding_tensor(&self, images: &[RgbImage]) -> Tensor<B::InnerBackend, 2> {
-        let t = EvalTransform::default();
-        let data: Vec<f32> = images.par_iter().flat_map_iter(|im| t.apply(im)).collect();
+        self.embedding_from_inputs(eval_inputs(images), images.len())
+    }
+
+    /// [`FungiExtractor::embedding_tensor`] from the eval views (`[n, 3, 224, 224]` values).
+    fn embedding_from_inputs(&self, data: Vec<f32>, n: usize) -> Tensor<B::InnerBackend, 2> {
         let x = Tensor::<B::InnerBackend, 4>::from_data(
-            TensorData::new(data, [images.len(), 3, 224, 224]),
+            TensorData::new(data, [n, 3, 224, 224]),
             &self.device,
         );
         l2_normalize(self.engine.inner().forward(x))
@@ -544,6 +593,28 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         images: &[RgbImage],
         global_indices: &[u64],
     ) -> Result<Tensor<B::InnerBackend, 2>> {
+        self.features_prepared(self.prepare(images, global_indices)?)
+    }
+
+    /// The objective whose view `j` is the eval transform, when the embedding block is on: the
+    /// block is then taken from that forward instead of a second one (the paper's KL).
+    fn shared_embedding(&self) -> Option<(usize, usize)> {
+        if !self.config.include_embedding {
+            return None;
+        }
+        self.objectives
+            .iter()
+            .enumerate()
+            .find_map(|(k, o)| o.eval_view().map(|j| (k, j)))
+    }
+
+    /// The host-side work of a batch — every objective's views and the eval views of the
+    /// embedding block — ready for [`FungiExtractor::features_prepared`]. Separate so that it
+    /// can run (on another thread) while the previous batch computes.
+    ///
+    /// # Errors
+    /// When an objective is not ready, or the lengths differ or are 0.
+    pub fn prepare(&self, images: &[RgbImage], global_indices: &[u64]) -> Result<PreparedBatch> {
         let n = images.len();
         if global_indices.len() != n || n == 0 {
             return Err(Error::Input(format!(
@@ -551,25 +622,42 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
                 global_indices.len()
             )));
         }
-        // An objective whose view is the eval transform (the paper's KL) already runs the
-        // embedding block's forward: take the block from it instead of a second forward.
-        let shared = if self.config.include_embedding {
-            self.objectives
-                .iter()
-                .enumerate()
-                .find_map(|(k, o)| o.eval_view().map(|j| (k, j)))
-        } else {
-            None
-        };
-        let mut embedding = match (self.config.include_embedding, shared) {
-            (true, None) => Some(self.embedding_tensor(images)),
-            _ => None,
-        };
+        for o in &self.objectives {
+            o.ready()?;
+        }
+        let eval = (self.config.include_embedding && self.shared_embedding().is_none())
+            .then(|| eval_inputs(images));
+        let views = (0..self.objectives.len())
+            .map(|k| self.views(k, images, global_indices))
+            .collect();
+        Ok(PreparedBatch {
+            n,
+            global_indices: global_indices.to_vec(),
+            eval,
+            views,
+        })
+    }
+
+    /// The features `[n, feature_dim()]` of a prepared batch, on the device (see
+    /// [`FungiExtractor::features_tensor`]).
+    ///
+    /// # Errors
+    /// When the batch was prepared by an extractor with other objectives, or a loss fails.
+    pub fn features_prepared(&self, batch: PreparedBatch) -> Result<Tensor<B::InnerBackend, 2>> {
+        let PreparedBatch { n, eval, views, .. } = batch;
+        if views.len() != self.objectives.len() {
+            return Err(Error::Input(format!(
+                "a batch prepared for {} objectives, this extractor has {}",
+                views.len(),
+                self.objectives.len()
+            )));
+        }
+        let shared = self.shared_embedding();
+        let mut embedding = eval.map(|x| self.embedding_from_inputs(x, n));
         let dp = self.device_projection()?;
         let mut blocks = Vec::with_capacity(self.objectives.len() + 1);
-        for k in 0..self.objectives.len() {
-            self.objectives[k].ready()?;
-            let (g, _, emb) = self.batch_grads(k, self.views(k, images, global_indices), n)?;
+        for (k, v) in views.into_iter().enumerate() {
+            let (g, _, emb) = self.batch_grads(k, v, n)?;
             if let Some((_, j)) = shared.filter(|&(s, _)| s == k) {
                 let e = emb.dims()[2];
                 embedding = Some(l2_normalize(
@@ -582,6 +670,34 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             blocks.insert(0, e);
         }
         Ok(Tensor::cat(blocks, 1))
+    }
+
+    /// The finished features of a prepared batch on the host (one device-to-host copy),
+    /// refusing NaN/Inf with the first image and block that has one.
+    ///
+    /// # Errors
+    /// As [`FungiExtractor::features_prepared`], and [`Error::NonFinite`].
+    pub fn extract_prepared(&self, batch: PreparedBatch) -> Result<Vec<f32>> {
+        let idx = batch.global_indices.clone();
+        let f = self.host(self.features_prepared(batch)?)?;
+        let names = self.block_names();
+        let dims = self.block_dims();
+        let total: usize = dims.iter().sum();
+        // Never hand out NaN/Inf: name the first image and block that has one.
+        if let Some(p) = f.iter().position(|v| !v.is_finite()) {
+            let (row, mut col) = (p / total.max(1), p % total.max(1));
+            let mut block = 0;
+            while block + 1 < dims.len() && col >= dims[block] {
+                col -= dims[block];
+                block += 1;
+            }
+            return Err(Error::NonFinite {
+                objective: names[block].clone(),
+                index: idx[row],
+                value: f[p],
+            });
+        }
+        Ok(f)
     }
 
     /// The views of `images` for objective `k`, each from the stream `(seed, name, index)`.
@@ -653,30 +769,31 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         for o in &self.objectives {
             o.ready()?;
         }
-        let names = self.block_names();
-        let dims = self.block_dims();
-        let total: usize = dims.iter().sum();
+        let total = self.feature_dim();
         let mut out = Vec::with_capacity(n * total);
         let bs = self.config.batch_size;
-        for start in (0..n).step_by(bs) {
-            let end = (start + bs).min(n);
-            let f =
-                self.host(self.features_tensor(&images[start..end], &global_indices[start..end])?)?;
-            // Never hand out NaN/Inf: name the first image and block that has one.
-            if let Some(p) = f.iter().position(|v| !v.is_finite()) {
-                let (row, mut col) = (p / total.max(1), p % total.max(1));
-                let mut block = 0;
-                while block + 1 < dims.len() && col >= dims[block] {
-                    col -= dims[block];
-                    block += 1;
-                }
-                return Err(Error::NonFinite {
-                    objective: names[block].clone(),
-                    index: global_indices[start + row],
-                    value: f[p],
-                });
+        let ranges: Vec<_> = (0..n).step_by(bs).map(|s| s..(s + bs).min(n)).collect();
+        let prep = |r: &std::ops::Range<usize>| {
+            self.prepare(&images[r.clone()], &global_indices[r.clone()])
+        };
+        if !self.prepare_ahead() || ranges.len() < 2 {
+            // CPU backends: the view transforms and the compute share the same cores.
+            for r in &ranges {
+                out.extend(self.extract_prepared(prep(r)?)?);
             }
-            out.extend(f);
+        } else {
+            // A separate device: batch k+1's views are made while batch k computes (at most
+            // one prepared batch waits).
+            let mut next = Some(prep(&ranges[0])?);
+            for k in 0..ranges.len() {
+                let current = next.take().expect("prepared above");
+                let (f, n2) = rayon::join(
+                    || self.extract_prepared(current),
+                    || ranges.get(k + 1).map(prep),
+                );
+                out.extend(f?);
+                next = n2.transpose()?;
+            }
         }
         Ok(out)
     }

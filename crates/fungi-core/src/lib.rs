@@ -26,6 +26,7 @@ pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
 pub use error::{Error, Result};
 pub use extractor::{
     take_state, ExtractorConfig, FungiExtractor, FungiExtractorBuilder, ObjectiveOutput,
+    PreparedBatch,
 };
 pub use head::Head;
 pub use objective::{Objective, SetupContext, StateTensor};
