@@ -583,3 +583,34 @@ fn the_paper_kl_view_shares_its_forward_with_the_embedding_block() {
         1e-6,
     );
 }
+
+#[test]
+fn a_bf16_prefix_stays_close_to_f32_and_really_runs_in_bf16() {
+    use fungi_backbone::Precision;
+    let imgs = golden_images(true).unwrap();
+    let idx: Vec<u64> = (0..8).collect();
+    let f32_features = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 4)
+        .extract(&imgs, &idx)
+        .unwrap();
+    for p in [Precision::Bf16, Precision::F16] {
+        let mut ex = kl_extractor("blocks.3.attn.proj", GradPath::Auto, 4);
+        ex.set_prefix_precision(p);
+        assert_eq!(ex.engine().prefix_precision(), p);
+        let f = ex.extract(&imgs, &idx).unwrap();
+        assert!(f.iter().all(|v| v.is_finite()));
+        let reference: Vec<f64> = f32_features.iter().map(|&v| v as f64).collect();
+        let cos = cosine_rows(&f, &reference, 64);
+        let max_diff = f
+            .iter()
+            .zip(&f32_features)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Half products move the features measurably, yet keep them pointing the same way.
+        assert!(cos >= 0.99, "{p}: min cosine to f32 {cos}");
+        assert!(
+            max_diff > 1e-6,
+            "{p}: identical to f32: the half path did not run"
+        );
+        eprintln!("{p}: min cosine to f32 {cos:.6}, max |diff| {max_diff:.2e}");
+    }
+}

@@ -174,7 +174,7 @@ pub fn run<B: AutodiffVitOps>(
     args: &BenchArgs,
     device: &B::Device,
     device_name: &str,
-    precision: &str,
+    precision: fungi_backbone::Precision,
 ) -> Result<()> {
     let batches: Vec<usize> = args
         .batch
@@ -217,13 +217,14 @@ pub fn run<B: AutodiffVitOps>(
     let max_batch = batches.iter().copied().max().unwrap_or(1);
     let mut ex = builder.batch_size(max_batch).build()?;
     ex.set_views_per_pass(args.max_views_per_pass);
+    ex.set_prefix_precision(precision);
     let views_per_image: usize = ex.objectives().iter().map(|o| o.views_per_image()).sum();
     let imgs: Vec<RgbImage> = (0..max_batch as u64).map(image).collect();
     let idx: Vec<u64> = (0..max_batch as u64).collect();
     let mut report = Report {
         backend: std::any::type_name::<B::InnerBackend>().into(),
         device: device_name.into(),
-        precision: precision.into(),
+        precision: precision.to_string(),
         arch: args.arch.clone(),
         weights: args
             .weights

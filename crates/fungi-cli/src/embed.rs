@@ -68,7 +68,11 @@ fn write_list(path: &Path, files: &[PathBuf]) -> Result<()> {
 }
 
 /// Runs `fungi embed` on backend `B`.
-pub fn run<B: fungi_backbone::VitOps>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: fungi_backbone::VitOps>(
+    args: &EmbedArgs,
+    device: &B::Device,
+    precision: fungi_backbone::Precision,
+) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -81,6 +85,10 @@ pub fn run<B: fungi_backbone::VitOps>(args: &EmbedArgs, device: &B::Device) -> R
         );
     }
     let model = Vit::<B>::from_file(&config, &args.weights, device)?;
+    let model = match precision.half_dtype() {
+        Some(d) => model.with_half_linears(d),
+        None => model,
+    };
     let (files, problems) = list_images(&args.images, args.on_error == OnError::Fail)?;
     tracing::info!(images = files.len(), arch = %args.arch, "embedding");
     let opts = DecodeOptions {

@@ -145,6 +145,9 @@ pub struct RunIdentity {
     pub chunk_size: usize,
     /// Output format.
     pub format: Format,
+    /// Precision of the prefix (`--precision`); f32 in manifests written before it existed.
+    #[serde(default)]
+    pub precision: fungi_backbone::Precision,
 }
 
 /// A block of the feature vector.
@@ -606,6 +609,7 @@ fn identity_differences(recorded: &RunIdentity, now: &RunIdentity) -> Result<Vec
 pub fn run<B: fungi_backbone::AutodiffVitOps>(
     args: &ExtractArgs,
     device: &B::Device,
+    precision: fungi_backbone::Precision,
 ) -> Result<()> {
     if args.chunk_size == 0 {
         bail!("--chunk-size 0: expected at least 1 image per chunk");
@@ -655,6 +659,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let mut ex = cfg.build(vit)?;
     ex.set_projection_residency(args.projection);
     ex.set_views_per_pass(args.max_views_per_pass);
+    ex.set_prefix_precision(precision);
     if args.prepare_ahead {
         ex.set_prepare_ahead(Some(true));
     }
@@ -757,6 +762,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
         projection_fingerprint: ex.projection().fingerprint(),
         chunk_size: chunk,
         format: args.format,
+        precision,
     };
     if resuming {
         if let Some(prev) = &existing.run {

@@ -23,14 +23,6 @@ pub enum OnError {
     Skip,
 }
 
-/// Float precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Precision {
-    F32,
-    F16,
-    Bf16,
-}
-
 #[derive(Debug, Parser)]
 #[command(
     name = "fungi",
@@ -42,10 +34,12 @@ struct Cli {
     /// (cargo features) are available; auto picks cuda > wgpu > flex > ndarray.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
-    /// Float precision of the backend: f32, or f16 / bf16 (CUDA only; the CPU backends compute in
-    /// f32). fungivision's `use_fp16` corresponds to bf16.
-    #[arg(long, global = true, value_enum, default_value = "f32")]
-    precision: Precision,
+    /// Precision of the network's Linear products before the target layer (and of every
+    /// forward-only pass): f32, or bf16 / f16 on GPUs (fungivision's `use_fp16` autocasts to
+    /// bf16). The target layer, the rest of the network, the losses, the backward and the
+    /// projection always run in f32; see docs/backends.md.
+    #[arg(long, global = true, default_value = "f32")]
+    precision: fungi_backbone::Precision,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -82,18 +76,19 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 
 /// Runs the command on backend `B` (autodiff over it for `extract`).
 fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
+    let p = cli.precision;
+    if p != fungi_backbone::Precision::F32 && B::vit_host_memory() {
+        bail!(
+            "--precision {p} runs the Linear products in half precision on a GPU (`--device cuda`); the CPU backends have no fast half-precision GEMM here and compute in f32 (omit --precision)"
+        );
+    }
     match &cli.cmd {
-        Command::Embed(a) => embed::run::<B>(a, &device),
-        Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device),
+        Command::Embed(a) => embed::run::<B>(a, &device, p),
+        Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device, p),
         Command::Merge(a) => merge::run(a),
         Command::Knn(a) => knn::run::<B>(a, &device),
         Command::Inspect(a) => inspect::run(a),
-        Command::Bench(a) => bench::run::<burn::backend::Autodiff<B>>(
-            a,
-            &device,
-            &cli.device,
-            &format!("{:?}", cli.precision).to_lowercase(),
-        ),
+        Command::Bench(a) => bench::run::<burn::backend::Autodiff<B>>(a, &device, &cli.device, p),
     }
 }
 
@@ -139,19 +134,11 @@ fn main() -> Result<()> {
         kind
     };
     let _ = index;
-    if cli.precision != Precision::F32 && kind != "cuda" {
-        bail!("--precision {:?} is only available on CUDA (`--device cuda`); the {kind} backend computes in f32", cli.precision);
-    }
     match kind.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => {
-            use burn::tensor::{bf16, f16};
             let d = burn::backend::cuda::CudaDevice::new(index.unwrap_or(0));
-            match cli.precision {
-                Precision::F32 => run::<burn::backend::Cuda>(&cli, d),
-                Precision::F16 => run::<burn::backend::Cuda<f16>>(&cli, d),
-                Precision::Bf16 => run::<burn::backend::Cuda<bf16>>(&cli, d),
-            }
+            run::<burn::backend::Cuda>(&cli, d)
         }
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<burn::backend::Wgpu>(&cli, Default::default()),

@@ -18,7 +18,7 @@
 //! block only the CLS row reaches the output, so the CLS-only path carries one token from there on.
 
 use burn::prelude::*;
-use fungi_backbone::{AutodiffVitOps, LinearEpilogue, TargetLayer, Vit, VitOps};
+use fungi_backbone::{AutodiffVitOps, LinearEpilogue, Precision, TargetLayer, Vit, VitOps};
 
 use crate::error::{Error, Result};
 
@@ -43,6 +43,9 @@ pub struct GradientEngine<B: AutodiffVitOps> {
     target: TargetLayer,
     cls_only: bool,
     views_per_pass: usize,
+    precision: Precision,
+    /// The prefix model with half-precision Linear weights, for `precision != F32`.
+    half: Option<Vit<B::InnerBackend>>,
 }
 
 /// Views per prefix pass when none is set: small passes keep the activations of a pass in
@@ -95,6 +98,8 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
             target,
             cls_only,
             views_per_pass: default_views_per_pass::<B::InnerBackend>(),
+            precision: Precision::F32,
+            half: None,
         })
     }
 
@@ -107,6 +112,24 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
         } else {
             n
         };
+    }
+    /// Precision of the untracked prefix's Linear products (see [`fungi_backbone::precision`]):
+    /// with `Bf16`/`F16` the network up to the target layer (and every forward-only pass:
+    /// embeddings, SimCLR negatives, DeepCluster's memory bank) multiplies in half precision;
+    /// the target layer, the rest of the network under autodiff, the loss, the backward, the
+    /// per-image gradients and the projection stay f32.
+    pub fn set_prefix_precision(&mut self, p: Precision) {
+        self.precision = p;
+        self.half = p.half_dtype().map(|d| self.inner.with_half_linears(d));
+    }
+    /// See [`GradientEngine::set_prefix_precision`].
+    pub fn prefix_precision(&self) -> Precision {
+        self.precision
+    }
+    /// The model the untracked passes run on: [`GradientEngine::inner`], or its half-precision
+    /// copy.
+    pub fn prefix_model(&self) -> &Vit<B::InnerBackend> {
+        self.half.as_ref().unwrap_or(&self.inner)
     }
     /// See [`GradientEngine::set_views_per_pass`].
     pub fn views_per_pass(&self) -> usize {
@@ -121,8 +144,9 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
     ) -> (Tensor<B::InnerBackend, 3>, Tensor<B::InnerBackend, 3>) {
         let [nv, c, h, w] = views.dims();
         let step = self.views_per_pass.max(1);
+        let model = self.prefix_model();
         if nv <= step {
-            let t = self.inner.tap(views, self.target, self.cls_only);
+            let t = model.tap(views, self.target, self.cls_only);
             return (t.input, t.residual);
         }
         let (inputs, residuals): (Vec<_>, Vec<_>) = (0..nv)
@@ -131,7 +155,7 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
                 let part = views
                     .clone()
                     .slice([s..(s + step).min(nv), 0..c, 0..h, 0..w]);
-                let t = self.inner.tap(part, self.target, self.cls_only);
+                let t = model.tap(part, self.target, self.cls_only);
                 (t.input, t.residual)
             })
             .unzip();

@@ -334,7 +334,7 @@ impl<B: AutodiffVitOps> SetupContext<B> for Ctx<'_, B> {
         (self.load)(index)
     }
     fn embed(&self, views: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
-        self.engine.inner().forward(views)
+        self.engine.prefix_model().forward(views)
     }
     fn device(&self) -> B::Device {
         self.device.clone()
@@ -399,6 +399,10 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     pub fn prepare_ahead(&self) -> bool {
         self.prepare_ahead
             .unwrap_or(!<B::InnerBackend as fungi_backbone::VitOps>::vit_host_memory())
+    }
+    /// Precision of the prefix ([`GradientEngine::set_prefix_precision`]; default f32).
+    pub fn set_prefix_precision(&mut self, p: fungi_backbone::Precision) {
+        self.engine.set_prefix_precision(p);
     }
     /// Views per prefix pass ([`GradientEngine::set_views_per_pass`]; 0 = automatic).
     pub fn set_views_per_pass(&mut self, n: usize) {
@@ -547,7 +551,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             TensorData::new(data, [n, 3, 224, 224]),
             &self.device,
         );
-        l2_normalize(self.engine.inner().forward(x))
+        l2_normalize(self.engine.prefix_model().forward(x))
     }
 
     /// Objective `k`'s scaled per-image gradients `[n, O·(I+1)]`, losses `[n]` and view

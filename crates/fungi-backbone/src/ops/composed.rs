@@ -17,7 +17,22 @@ pub fn linear<B: Backend>(
     linear: &Linear<B>,
     epilogue: LinearEpilogue<B>,
 ) -> Tensor<B, 3> {
-    let y = linear.forward(x);
+    let w = linear.weight.val();
+    let y = if w.dtype() != x.dtype() {
+        // Mixed precision (crate::precision): the product in the weight's (half) dtype, the
+        // rest in the input's.
+        let dt = burn::tensor::FloatDType::from(x.dtype());
+        let y = x
+            .cast(burn::tensor::FloatDType::from(w.dtype()))
+            .matmul(w.unsqueeze())
+            .cast(dt);
+        match &linear.bias {
+            Some(b) => y + b.val().cast(dt).unsqueeze(),
+            None => y,
+        }
+    } else {
+        linear.forward(x)
+    };
     match epilogue {
         LinearEpilogue::None => y,
         LinearEpilogue::Gelu => gelu_exact(y),
