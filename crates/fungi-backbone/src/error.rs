@@ -145,6 +145,14 @@ pub enum Error {
         /// Bytes available, as text.
         available: String,
     },
+    /// A precision the backend cannot store.
+    #[error("precision {precision} is not available on the {backend} backend (it has no {precision} tensors); use f32")]
+    UnsupportedPrecision {
+        /// The requested precision (`bf16`, `f16`).
+        precision: String,
+        /// The backend's name.
+        backend: String,
+    },
     /// An architecture config file could not be parsed.
     #[error("cannot parse architecture config {path}: {reason}")]
     ConfigParse {

@@ -16,6 +16,8 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 use crate::vit::Vit;
 
 /// Precision of the prefix's matrix products.
@@ -73,7 +75,17 @@ fn half_weight<B: Backend>(l: &Linear<B>, dtype: FloatDType) -> Linear<B> {
 impl<B: Backend> Vit<B> {
     /// A copy whose blocks' Linear weight matrices are stored in `dtype` (see the module docs);
     /// its forward and [`Vit::tap`] then run their Linear products in that precision.
-    pub fn with_half_linears(&self, dtype: FloatDType) -> Self {
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedPrecision`] when the backend has no `dtype` tensors (burn-ndarray).
+    pub fn with_half_linears(&self, dtype: FloatDType) -> Result<Self, Error> {
+        let device = self.cls_token.val().device();
+        if !B::supports_dtype(&device, dtype.into()) {
+            return Err(Error::UnsupportedPrecision {
+                precision: format!("{dtype:?}").to_lowercase(),
+                backend: B::name(&device),
+            });
+        }
         let mut v = self.clone();
         for b in v.blocks.iter_mut() {
             b.attn.qkv = half_weight(&b.attn.qkv, dtype);
@@ -81,6 +93,6 @@ impl<B: Backend> Vit<B> {
             b.mlp.fc1 = half_weight(&b.mlp.fc1, dtype);
             b.mlp.fc2 = half_weight(&b.mlp.fc2, dtype);
         }
-        v
+        Ok(v)
     }
 }

@@ -217,7 +217,7 @@ pub fn run<B: AutodiffVitOps>(
     let max_batch = batches.iter().copied().max().unwrap_or(1);
     let mut ex = builder.batch_size(max_batch).build()?;
     ex.set_views_per_pass(args.max_views_per_pass);
-    ex.set_prefix_precision(precision);
+    ex.set_prefix_precision(precision)?;
     let views_per_image: usize = ex.objectives().iter().map(|o| o.views_per_image()).sum();
     let imgs: Vec<RgbImage> = (0..max_batch as u64).map(image).collect();
     let idx: Vec<u64> = (0..max_batch as u64).collect();

@@ -86,7 +86,7 @@ pub fn run<B: fungi_backbone::VitOps>(
     }
     let model = Vit::<B>::from_file(&config, &args.weights, device)?;
     let model = match precision.half_dtype() {
-        Some(d) => model.with_half_linears(d),
+        Some(d) => model.with_half_linears(d)?,
         None => model,
     };
     let (files, problems) = list_images(&args.images, args.on_error == OnError::Fail)?;

@@ -659,7 +659,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let mut ex = cfg.build(vit)?;
     ex.set_projection_residency(args.projection);
     ex.set_views_per_pass(args.max_views_per_pass);
-    ex.set_prefix_precision(precision);
+    ex.set_prefix_precision(precision)?;
     if args.prepare_ahead {
         ex.set_prepare_ahead(Some(true));
     }

@@ -127,13 +127,24 @@ fn bad_image_fails_naming_the_file_and_keeps_computed_rows() {
 fn bad_arguments_are_clear_errors() {
     // Half precision is for GPUs: on the CPU backends a clear error, not a silent f32 run.
     let r = fungi()
-        .args(["--device", "flex", "--precision", "bf16", "bench", "--batch", "1"])
+        .args([
+            "--device",
+            "flex",
+            "--precision",
+            "bf16",
+            "bench",
+            "--batch",
+            "1",
+        ])
         .output()
         .unwrap();
     assert!(!r.status.success());
     let e = String::from_utf8_lossy(&r.stderr);
     assert!(e.contains("--precision bf16") && e.contains("GPU"), "{e}");
-    let r = fungi().args(["--precision", "fp8", "bench"]).output().unwrap();
+    let r = fungi()
+        .args(["--precision", "fp8", "bench"])
+        .output()
+        .unwrap();
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("expected f32, bf16 or f16"));
     let r = fungi()

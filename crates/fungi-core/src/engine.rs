@@ -118,9 +118,16 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
     /// embeddings, SimCLR negatives, DeepCluster's memory bank) multiplies in half precision;
     /// the target layer, the rest of the network under autodiff, the loss, the backward, the
     /// per-image gradients and the projection stay f32.
-    pub fn set_prefix_precision(&mut self, p: Precision) {
+    ///
+    /// # Errors
+    /// When the backend has no tensors of that precision (burn-ndarray); nothing changes then.
+    pub fn set_prefix_precision(&mut self, p: Precision) -> Result<()> {
+        self.half = match p.half_dtype() {
+            Some(d) => Some(self.inner.with_half_linears(d)?),
+            None => None,
+        };
         self.precision = p;
-        self.half = p.half_dtype().map(|d| self.inner.with_half_linears(d));
+        Ok(())
     }
     /// See [`GradientEngine::set_prefix_precision`].
     pub fn prefix_precision(&self) -> Precision {

@@ -401,8 +401,11 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             .unwrap_or(!<B::InnerBackend as fungi_backbone::VitOps>::vit_host_memory())
     }
     /// Precision of the prefix ([`GradientEngine::set_prefix_precision`]; default f32).
-    pub fn set_prefix_precision(&mut self, p: fungi_backbone::Precision) {
-        self.engine.set_prefix_precision(p);
+    ///
+    /// # Errors
+    /// When the backend has no tensors of that precision.
+    pub fn set_prefix_precision(&mut self, p: fungi_backbone::Precision) -> Result<()> {
+        self.engine.set_prefix_precision(p)
     }
     /// Views per prefix pass ([`GradientEngine::set_views_per_pass`]; 0 = automatic).
     pub fn set_views_per_pass(&mut self, n: usize) {
