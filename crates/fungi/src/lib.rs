@@ -30,6 +30,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod facade;
+pub use facade::{Block, Features, Fungi, FungiBuilder, ImageSource, Unprepared};
+
 pub use fungi_aug as aug;
 pub use fungi_backbone as backbone;
 pub use fungi_core as core;

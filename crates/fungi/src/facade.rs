@@ -1,0 +1,392 @@
+//! [`Fungi`]: the one-stop API (fungivision's `FUNGIWrapper`, in Rust).
+//!
+//! ```no_run
+//! # fn main() -> fungi::core::Result<()> {
+//! use burn::backend::{Autodiff, Flex};
+//! use fungi::{Fungi, Preset};
+//! let images: Vec<fungi::aug::RgbImage> = vec![/* decoded images */];
+//! let fungi = Fungi::<Autodiff<Flex>>::builder(&Default::default())
+//!     .arch_and_weights("dino_vits16", "dino_deitsmall16_pretrain.pth")
+//!     .preset(Preset::Fungivision)
+//!     .build()?            // -> Unprepared: SimCLR needs its negatives
+//!     .setup(&images)?;    // or .load_state("state.safetensors")?
+//! let features = fungi.extract(&images)?;   // [N, D] plus the block layout
+//! # Ok(()) }
+//! ```
+//!
+//! The types enforce the order: only a ready [`Fungi`] extracts. [`FungiBuilder::build`]
+//! returns an [`Unprepared`] extractor, which becomes ready through [`Unprepared::setup`] on a
+//! training set, [`Unprepared::load_state`], or [`Unprepared::ready`] when no objective needs a
+//! setup (an error naming the objective otherwise) — never a panic mid-run.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use fungi_aug::transforms::EvalTransform;
+use fungi_aug::RgbImage;
+use fungi_backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
+use fungi_core::{Error, FungiExtractor, Result};
+use rayon::prelude::*;
+
+use crate::{FungiConfig, ObjectiveConfig, Preset};
+
+/// Images a [`Fungi`] can read one at a time: decoded images in memory, or image files
+/// (decoded like PIL's `.convert("RGB")`).
+pub trait ImageSource: Sync {
+    /// Number of images.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Image `i`, decoded.
+    ///
+    /// # Errors
+    /// When it cannot be read or decoded (naming the file).
+    fn image(&self, i: usize) -> Result<RgbImage>;
+}
+
+impl ImageSource for [RgbImage] {
+    fn len(&self) -> usize {
+        <[RgbImage]>::len(self)
+    }
+    fn image(&self, i: usize) -> Result<RgbImage> {
+        Ok(self[i].clone())
+    }
+}
+
+impl ImageSource for Vec<RgbImage> {
+    fn len(&self) -> usize {
+        <[RgbImage]>::len(self)
+    }
+    fn image(&self, i: usize) -> Result<RgbImage> {
+        Ok(self[i].clone())
+    }
+}
+
+impl ImageSource for [PathBuf] {
+    fn len(&self) -> usize {
+        <[PathBuf]>::len(self)
+    }
+    fn image(&self, i: usize) -> Result<RgbImage> {
+        Ok(fungi_aug::decode_rgb(&self[i], &Default::default())?)
+    }
+}
+
+impl ImageSource for Vec<PathBuf> {
+    fn len(&self) -> usize {
+        <[PathBuf]>::len(self)
+    }
+    fn image(&self, i: usize) -> Result<RgbImage> {
+        self.as_slice().image(i)
+    }
+}
+
+/// One block of the feature vector.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Block {
+    /// `embedding`, or the objective's name (`kl`, `dino`, `simclr`, `deepcluster`).
+    pub name: String,
+    /// Width.
+    pub dim: usize,
+    /// First column in a row.
+    pub offset: usize,
+}
+
+/// Features `[rows, dim]` (row-major `f32`, each block L2-normalised) and their block layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// Row-major values.
+    pub data: Vec<f32>,
+    /// Number of images.
+    pub rows: usize,
+    /// The blocks, in column order.
+    pub blocks: Vec<Block>,
+}
+
+impl Features {
+    /// Row width.
+    pub fn dim(&self) -> usize {
+        self.blocks.iter().map(|b| b.dim).sum()
+    }
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let d = self.dim();
+        &self.data[i * d..(i + 1) * d]
+    }
+    /// Block `name` of row `i`, if there is such a block.
+    pub fn block(&self, i: usize, name: &str) -> Option<&[f32]> {
+        let b = self.blocks.iter().find(|b| b.name == name)?;
+        Some(&self.row(i)[b.offset..b.offset + b.dim])
+    }
+}
+
+enum Backbone<B: AutodiffVitOps> {
+    Model(Box<Vit<B>>),
+    Files { arch: String, weights: PathBuf },
+}
+
+/// Builder of a [`Fungi`] (see the module docs). Defaults: fungivision's three objectives,
+/// seed 0, batch 16, the embedding block first, target `blocks.{depth-1}.attn.proj`, f32.
+pub struct FungiBuilder<B: AutodiffVitOps> {
+    device: B::Device,
+    backbone: Option<Backbone<B>>,
+    config: FungiConfig,
+    precision: Precision,
+}
+
+impl<B: AutodiffVitOps> FungiBuilder<B> {
+    /// An already built backbone.
+    pub fn backbone(mut self, vit: Vit<B>) -> Self {
+        self.backbone = Some(Backbone::Model(Box::new(vit)));
+        self
+    }
+    /// A backbone from an architecture (preset name or JSON file) and a weights file.
+    pub fn arch_and_weights(mut self, arch: &str, weights: impl AsRef<Path>) -> Self {
+        self.backbone = Some(Backbone::Files {
+            arch: arch.to_string(),
+            weights: weights.as_ref().to_path_buf(),
+        });
+        self
+    }
+    /// The whole configuration (objectives and extractor settings), e.g. from
+    /// [`FungiConfig::from_file`].
+    pub fn config(mut self, config: FungiConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// A preset's objectives.
+    pub fn preset(mut self, p: Preset) -> Self {
+        self.config.objectives = p.objectives();
+        self
+    }
+    /// The objectives as configurations (the builder makes them with the backbone's embedding
+    /// size, the seed and the device).
+    pub fn objectives(mut self, objectives: Vec<ObjectiveConfig>) -> Self {
+        self.config.objectives = objectives;
+        self
+    }
+    /// Target layer (`blocks.11.attn.proj`, ...).
+    pub fn target_layer(mut self, path: &str) -> Self {
+        self.config.target_layer = Some(path.to_string());
+        self
+    }
+    /// Master seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+    /// Images per pass.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+    /// Whether the L2-normalised embedding block comes first (default yes).
+    pub fn include_embedding(mut self, yes: bool) -> Self {
+        self.config.include_embedding = yes;
+        self
+    }
+    /// Precision of the prefix (GPUs: `Bf16` is fungivision's `use_fp16`).
+    pub fn precision(mut self, p: Precision) -> Self {
+        self.precision = p;
+        self
+    }
+
+    /// Loads the backbone, validates everything and builds the objectives.
+    ///
+    /// # Errors
+    /// A missing backbone, an unreadable weights file, an invalid setting (naming it).
+    pub fn build(self) -> Result<Unprepared<B>> {
+        let vit = match self.backbone {
+            None => {
+                return Err(Error::Config {
+                    key: "backbone".into(),
+                    value: "none".into(),
+                    expected: "FungiBuilder::backbone(vit) or ::arch_and_weights(arch, weights)"
+                        .into(),
+                })
+            }
+            Some(Backbone::Model(v)) => *v,
+            Some(Backbone::Files { arch, weights }) => {
+                let cfg = VitConfig::from_preset_or_file(&arch)?;
+                Vit::from_file(&cfg, &weights, &self.device)?
+            }
+        };
+        if self.config.objectives.is_empty() && !self.config.include_embedding {
+            return Err(Error::Config {
+                key: "objectives".into(),
+                value: "[]".into(),
+                expected: "at least one objective, or the embedding block".into(),
+            });
+        }
+        for o in &self.config.objectives {
+            o.validate()?;
+        }
+        let mut ex = self.config.build(vit)?;
+        ex.set_prefix_precision(self.precision)?;
+        Ok(Unprepared { ex })
+    }
+}
+
+/// A built extractor whose objectives may still need their training-set setup (see the
+/// module docs).
+pub struct Unprepared<B: AutodiffVitOps> {
+    ex: FungiExtractor<B>,
+}
+
+impl<B: AutodiffVitOps> Unprepared<B> {
+    /// Runs every objective's setup on a training set (SimCLR's negatives, DeepCluster's
+    /// k-means; nothing for KL and DINO).
+    ///
+    /// # Errors
+    /// An unreadable image (naming it), an empty set, or a failing objective.
+    pub fn setup(mut self, train: &(impl ImageSource + ?Sized)) -> Result<Fungi<B>> {
+        let load = |i: usize| train.image(i);
+        self.ex.setup(train.len(), &load)?;
+        Ok(Fungi { ex: self.ex })
+    }
+    /// Restores a state saved by [`Fungi::save_state`] (or `fungi extract --save-state`).
+    ///
+    /// # Errors
+    /// As [`FungiExtractor::load_state`]: a state made for other settings or weights is
+    /// refused, naming what differs.
+    pub fn load_state(mut self, path: impl AsRef<Path>) -> Result<Fungi<B>> {
+        self.ex.load_state(path.as_ref())?;
+        Ok(Fungi { ex: self.ex })
+    }
+    /// Ready without a setup, when no objective needs one.
+    ///
+    /// # Errors
+    /// Naming the first objective that needs `setup` or `load_state`.
+    pub fn ready(self) -> Result<Fungi<B>> {
+        for o in self.ex.objectives() {
+            o.ready()?;
+        }
+        Ok(Fungi { ex: self.ex })
+    }
+}
+
+/// A ready FUNGI extractor (see the module docs).
+pub struct Fungi<B: AutodiffVitOps> {
+    ex: FungiExtractor<B>,
+}
+
+impl<B: AutodiffVitOps> Fungi<B> {
+    /// Starts a builder for `device`.
+    pub fn builder(device: &B::Device) -> FungiBuilder<B> {
+        FungiBuilder {
+            device: device.clone(),
+            backbone: None,
+            config: FungiConfig::preset(Preset::Fungivision),
+            precision: Precision::F32,
+        }
+    }
+
+    /// The blocks of a feature row.
+    pub fn blocks(&self) -> Vec<Block> {
+        let mut offset = 0;
+        self.ex
+            .block_names()
+            .into_iter()
+            .zip(self.ex.block_dims())
+            .map(|(name, dim)| {
+                let b = Block { name, dim, offset };
+                offset += dim;
+                b
+            })
+            .collect()
+    }
+    /// Width of a feature row.
+    pub fn feature_dim(&self) -> usize {
+        self.ex.feature_dim()
+    }
+
+    /// FUNGI features of `images`; image `i` uses the random streams of dataset index `i`.
+    ///
+    /// # Errors
+    /// An unreadable image, or a non-finite feature (naming the image and block).
+    pub fn extract(&self, images: &(impl ImageSource + ?Sized)) -> Result<Features> {
+        let idx: Vec<u64> = (0..images.len() as u64).collect();
+        self.extract_at(images, &idx)
+    }
+
+    /// [`Fungi::extract`] with each image's dataset index given, so that a dataset processed
+    /// in pieces gets the same features as in one call.
+    ///
+    /// # Errors
+    /// As [`Fungi::extract`], and when the lengths differ.
+    pub fn extract_at(
+        &self,
+        images: &(impl ImageSource + ?Sized),
+        indices: &[u64],
+    ) -> Result<Features> {
+        if indices.len() != images.len() {
+            return Err(Error::Input(format!(
+                "{} images but {} indices",
+                images.len(),
+                indices.len()
+            )));
+        }
+        let mut data = Vec::with_capacity(images.len() * self.feature_dim());
+        let bs = self.ex.config().batch_size;
+        for start in (0..images.len()).step_by(bs) {
+            let end = (start + bs).min(images.len());
+            let imgs = (start..end)
+                .map(|i| images.image(i))
+                .collect::<Result<Vec<_>>>()?;
+            data.extend(self.ex.extract(&imgs, &indices[start..end])?);
+        }
+        Ok(Features {
+            data,
+            rows: images.len(),
+            blocks: self.blocks(),
+        })
+    }
+
+    /// CLS embeddings `[N, E]` (row-major) of the eval transform of `images`, not normalised
+    /// (fungivision's `model(eval(image))`).
+    ///
+    /// # Errors
+    /// An unreadable image.
+    pub fn embed(&self, images: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
+        let t = EvalTransform::default();
+        let model = self.ex.engine().prefix_model();
+        let device = model.cls_token.val().device();
+        let mut out = Vec::new();
+        let bs = self.ex.config().batch_size;
+        for start in (0..images.len()).step_by(bs) {
+            let end = (start + bs).min(images.len());
+            let imgs = (start..end)
+                .map(|i| images.image(i))
+                .collect::<Result<Vec<_>>>()?;
+            let x: Vec<f32> = imgs.par_iter().flat_map_iter(|im| t.apply(im)).collect();
+            let x = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(x, [imgs.len(), 3, 224, 224]),
+                &device,
+            );
+            out.extend(
+                model
+                    .forward(x)
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| Error::Input(format!("reading embeddings back: {e:?}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Saves heads, negatives/prototypes, the projection and the settings, for
+    /// [`Unprepared::load_state`] on another run (e.g. the test set).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save_state(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.ex.save_state(path.as_ref())
+    }
+
+    /// The underlying extractor (raw gradients, device tensors, per-objective access).
+    pub fn extractor(&self) -> &FungiExtractor<B> {
+        &self.ex
+    }
+}
