@@ -543,6 +543,24 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         Ok(out)
     }
 
+    /// CLS embeddings `[N, E]` of the eval transform of `images`, **not** normalised
+    /// (fungivision's `model(eval(image))`), in batches of `batch_size`, on the prefix model
+    /// (so in the prefix precision).
+    ///
+    /// # Errors
+    /// When the values cannot be read back.
+    pub fn raw_embeddings(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for chunk in images.chunks(self.config.batch_size) {
+            let x = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(eval_inputs(chunk), [chunk.len(), 3, 224, 224]),
+                &self.device,
+            );
+            out.extend(self.host(self.engine.prefix_model().forward(x))?);
+        }
+        Ok(out)
+    }
+
     /// L2-normalised eval-transform embeddings `[N, E]` of one batch, on the device.
     fn embedding_tensor(&self, images: &[RgbImage]) -> Tensor<B::InnerBackend, 2> {
         self.embedding_from_inputs(eval_inputs(images), images.len())

@@ -21,12 +21,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
-use fungi_aug::transforms::EvalTransform;
 use fungi_aug::RgbImage;
 use fungi_backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
 use fungi_core::{Error, FungiExtractor, Result};
-use rayon::prelude::*;
 
 use crate::{FungiConfig, ObjectiveConfig, Preset};
 
@@ -349,9 +346,6 @@ impl<B: AutodiffVitOps> Fungi<B> {
     /// # Errors
     /// An unreadable image.
     pub fn embed(&self, images: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
-        let t = EvalTransform::default();
-        let model = self.ex.engine().prefix_model();
-        let device = model.cls_token.val().device();
         let mut out = Vec::new();
         let bs = self.ex.config().batch_size;
         for start in (0..images.len()).step_by(bs) {
@@ -359,19 +353,7 @@ impl<B: AutodiffVitOps> Fungi<B> {
             let imgs = (start..end)
                 .map(|i| images.image(i))
                 .collect::<Result<Vec<_>>>()?;
-            let x: Vec<f32> = imgs.par_iter().flat_map_iter(|im| t.apply(im)).collect();
-            let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(x, [imgs.len(), 3, 224, 224]),
-                &device,
-            );
-            out.extend(
-                model
-                    .forward(x)
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .map_err(|e| Error::Input(format!("reading embeddings back: {e:?}")))?,
-            );
+            out.extend(self.ex.raw_embeddings(&imgs)?);
         }
         Ok(out)
     }
