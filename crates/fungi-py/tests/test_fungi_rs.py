@@ -98,6 +98,15 @@ def test_setup_then_save_and_load_state(tmp_path):
     np.testing.assert_allclose(w2(images()[:2]), f, atol=1e-6)
 
 
+def test_extension_keywords_reach_the_library():
+    ims = images()[1:3]
+    base = wrapper(extractor_configs=[DINOConfig()])(ims)
+    fewer = wrapper(extractor_configs=[DINOConfig(local_crops_number=2)])(ims)
+    assert fewer.shape == base.shape and not np.allclose(fewer, base)
+    with pytest.raises(ValueError, match="global_crops_scale"):
+        wrapper(extractor_configs=[DINOConfig(global_crops_scale=(0.9, 0.1))])
+
+
 def test_bad_values_and_files_are_clear_errors(tmp_path, state):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         wrapper(weights="nope.pth")

@@ -42,6 +42,11 @@ class DINOConfig:
     teacher_temperature: float = 0.07
     student_temperature: float = 0.1
     latent_dim: int = 2048
+    # fungi-rs extensions (None: the library's default, which is fungivision's behaviour)
+    local_crops_number: Optional[int] = None
+    global_crops_scale: Optional[Tuple[float, float]] = None
+    local_crops_scale: Optional[Tuple[float, float]] = None
+    crop_ratio: Optional[Tuple[float, float]] = None
     _type = "dino"
 
 
@@ -54,6 +59,9 @@ class SimCLRConfig:
     num_patches: int = 4
     stride_scale: float = 6
     loss: str = "fungivision"
+    # fungi-rs extensions (None: the library's default)
+    self_similarity_constant: Optional[float] = None
+    comparison_batch_encoding_batch_size: Optional[int] = None
     _type = "simclr"
 
 
@@ -63,6 +71,12 @@ class DeepClusterConfig:
     nmb_prototypes: List[int] = field(default_factory=lambda: [3000, 3000, 3000])
     temperature: float = 0.1
     latent_dim: int = 128
+    # fungi-rs extensions (None: the paper code's defaults)
+    global_crops_number: Optional[int] = None
+    local_crops_number: Optional[int] = None
+    global_crops_scale: Optional[Tuple[float, float]] = None
+    local_crops_scale: Optional[Tuple[float, float]] = None
+    kmeans_iterations: Optional[int] = None
     _type = "deepcluster"
 
 
@@ -73,7 +87,7 @@ def _config_json(configs: Sequence[Any]) -> str:
             raise ValueError(f"extractor_configs[{i}]: expected KLConfig, DINOConfig, SimCLRConfig or "
                              f"DeepClusterConfig, found {type(c).__name__}")
         d = {"type": type(c)._type}
-        d.update(dataclasses.asdict(c))
+        d.update({k: v for k, v in dataclasses.asdict(c).items() if v is not None})
         out.append(d)
     return json.dumps(out)
 
