@@ -83,6 +83,21 @@ def compare(ours, ref, d, exact_rows):
                 min_cosine_all_rows=min(cos(a, b) for a, b in zip(o, r)))
 
 
+def write_golden_state(golden, path):
+    """A fungi state file made of fungivision's golden heads, projection and SimCLR comparison
+    batch (KL + SimCLR on `blocks.3.attn.proj`), as crates/fungi-cli/tests/extract.rs builds it."""
+    w, _ = st_read(golden / "wrapper.safetensors")
+    kl, _ = st_read(golden / "kl.safetensors")
+    sim, _ = st_read(golden / "simclr.safetensors")
+    tensors = {"projection": w["projection_i8"], "projection_scaling": w["projection_scaling"],
+               "kl.head.weight": kl["head.weight"], "kl.head.bias": kl["head.bias"],
+               "simclr.head.weight": sim["head.weight"], "simclr.head.bias": sim["head.bias"],
+               "simclr.negatives": sim["comparison_latents"]}
+    cfg = {"target_layer": "blocks.3.attn.proj", "target_shape": [64, 64], "embed_dim": 64,
+           "objectives": [{"name": "kl"}, {"name": "simclr"}]}
+    st_write(path, tensors, {"format": "fungi-state/1", "config": json.dumps(cfg)})
+
+
 class Check:
     def __init__(self, a):
         self.a, self.out = a, pathlib.Path(a.out)
@@ -164,17 +179,9 @@ class Check:
     def golden_state(self):
         g = self.a.golden
         work = self.out / "work"
-        w, _ = st_read(g / "wrapper.safetensors")
+        write_golden_state(g, work / "golden_state.safetensors")
         kl, _ = st_read(g / "kl.safetensors")
         sim, _ = st_read(g / "simclr.safetensors")
-        tensors = {"projection": w["projection_i8"], "projection_scaling": w["projection_scaling"],
-                   "kl.head.weight": kl["head.weight"], "kl.head.bias": kl["head.bias"],
-                   "simclr.head.weight": sim["head.weight"], "simclr.head.bias": sim["head.bias"],
-                   "simclr.negatives": sim["comparison_latents"]}
-        cfg = {"target_layer": "blocks.3.attn.proj", "target_shape": [64, 64], "embed_dim": 64,
-               "objectives": [{"name": "kl"}, {"name": "simclr"}]}
-        st_write(work / "golden_state.safetensors", tensors,
-                 {"format": "fungi-state/1", "config": json.dumps(cfg)})
         (work / "golden.toml").write_text(
             'target_layer = "blocks.3.attn.proj"\nbatch_size = 4\ninclude_embedding = false\n'
             '[[objective]]\ntype = "kl"\n[[objective]]\ntype = "simclr"\n')

@@ -19,51 +19,12 @@ use fungi_tests::{device, env_list, TestAutodiff};
 
 type B = TestAutodiff;
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn image(i: u64) -> RgbImage {
-    // Deterministic pseudo-random 320x256 RGB image.
-    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    RgbImage::from_fn(320, 256, |_, _| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        image::Rgb([s as u8, (s >> 8) as u8, (s >> 16) as u8])
-    })
-}
-
 /// `kl`, `dino`, `simclr` (fungivision defaults; SimCLR's 64·49 negatives are random latents, as
 /// in ../shared/docs/torch-baseline.md, so its setup is not timed) or `all` (the three).
 fn objectives(name: &str, e: usize) -> Vec<Box<dyn Objective<B>>> {
     let d = device();
     let simclr = || {
-        let mut s = 7u64;
-        let neg: Vec<f32> = (0..64 * 49 * 96)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
+        let neg = fungi::benchmark::noise_latents(64 * 49 * 96);
         Box::new(
             SimclrObjective::<B>::new(SimclrConfig::fungivision(), e, 0, &d)
                 .unwrap()
@@ -107,7 +68,7 @@ fn main() {
         for obj in env_list("FUNGI_BENCH_OBJECTIVES", "kl") {
             for b in env_list("FUNGI_BENCH_BATCHES", "1,8,32") {
                 let b: usize = b.parse().unwrap();
-                reset_peak();
+                fungi::benchmark::reset_peak_rss();
                 let mut builder = FungiExtractor::builder(cfg.init::<B>(&device()))
                     .batch_size(b)
                     .include_embedding(false);
@@ -116,7 +77,8 @@ fn main() {
                 }
                 let ex = builder.build().unwrap();
                 let n_obj = ex.objectives().len();
-                let imgs: Vec<RgbImage> = (0..b as u64).map(image).collect();
+                let imgs: Vec<RgbImage> =
+                    (0..b as u64).map(fungi::benchmark::noise_image).collect();
                 let idx: Vec<u64> = (0..b as u64).collect();
                 let _ = ex.extract(&imgs[..1], &idx[..1]).unwrap(); // warm-up
                 let mut t: Vec<f64> = (0..reps)
@@ -137,7 +99,7 @@ fn main() {
                     b as f64 / med,
                     b as f64 / t[0],
                     med,
-                    peak_rss_mb()
+                    fungi::benchmark::peak_rss_mb().unwrap_or(0.0)
                 );
             }
         }

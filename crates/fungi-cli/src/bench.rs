@@ -82,16 +82,6 @@ struct Report {
     rows: Vec<Row>,
 }
 
-fn peak_rss_mb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(l.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -102,17 +92,6 @@ fn cpu_model() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Deterministic pseudo-random 320×256 RGB image `i`.
-fn image(i: u64) -> RgbImage {
-    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    RgbImage::from_fn(320, 256, |_, _| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        fungi::aug::image::Rgb([s as u8, (s >> 8) as u8, (s >> 16) as u8])
-    })
 }
 
 fn objectives<B: AutodiffVitOps>(
@@ -147,15 +126,7 @@ fn objectives<B: AutodiffVitOps>(
                 let (m, l) = (c.comparison_batch_size, c.latent_dim);
                 let o = fungi::simclr::SimclrObjective::<B>::new(c, e, 0, device)?;
                 let rows = m * o.views_per_image();
-                let mut s = 7u64;
-                let data: Vec<f32> = (0..rows * l)
-                    .map(|_| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        (s % 2001) as f32 / 1000.0 - 1.0
-                    })
-                    .collect();
+                let data = fungi::benchmark::noise_latents(rows * l);
                 out.push(Box::new(o.with_negatives(StateTensor {
                     shape: vec![rows, l],
                     data,
@@ -219,7 +190,9 @@ pub fn run<B: AutodiffVitOps>(
     ex.set_views_per_pass(args.max_views_per_pass);
     ex.set_prefix_precision(precision)?;
     let views_per_image: usize = ex.objectives().iter().map(|o| o.views_per_image()).sum();
-    let imgs: Vec<RgbImage> = (0..max_batch as u64).map(image).collect();
+    let imgs: Vec<RgbImage> = (0..max_batch as u64)
+        .map(fungi::benchmark::noise_image)
+        .collect();
     let idx: Vec<u64> = (0..max_batch as u64).collect();
     let mut report = Report {
         backend: std::any::type_name::<B::InnerBackend>().into(),
@@ -263,7 +236,7 @@ pub fn run<B: AutodiffVitOps>(
     }
     for &b in &batches {
         ex.set_batch_size(b)?;
-        reset_peak_rss();
+        fungi::benchmark::reset_peak_rss();
         // Warm-up: allocations, autotuning, the device projection.
         ex.extract(&imgs[..b], &idx[..b])?;
         let mut t: Vec<f64> = (0..args.iters)
@@ -284,7 +257,7 @@ pub fn run<B: AutodiffVitOps>(
             views_per_s: (b * views_per_image) as f64 / med,
             s_per_batch_median: med,
             s_per_batch_best: t[0],
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: fungi::benchmark::peak_rss_mb(),
             device_mem_reserved_mb:
                 <B::InnerBackend as fungi_backbone::VitOps>::vit_device_memory_reserved(device)
                     .map(|v| v as f64 / (1 << 20) as f64),

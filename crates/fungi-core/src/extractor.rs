@@ -439,14 +439,17 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             self.residency,
             self.dense_budget,
         )?;
-        if self.device_projection.set(p).is_ok() {
+        // A concurrent caller may have set it first: then ours is dropped and not counted.
+        let mut made = false;
+        let p = self.device_projection.get_or_init(|| {
+            made = true;
+            p
+        });
+        if made {
             self.projection_materialisations
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(self
-            .device_projection
-            .get()
-            .expect("set just above (or by a concurrent caller)"))
+        Ok(p)
     }
     /// How many times a device copy of the projection was made (once per run; again only
     /// after `load_state` replaced the projection).
@@ -809,15 +812,17 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         } else {
             // A separate device: batch k+1's views are made while batch k computes (at most
             // one prepared batch waits).
-            let mut next = Some(prep(&ranges[0])?);
+            let mut current = prep(&ranges[0])?;
             for k in 0..ranges.len() {
-                let current = next.take().expect("prepared above");
-                let (f, n2) = rayon::join(
+                let (f, next) = rayon::join(
                     || self.extract_prepared(current),
                     || ranges.get(k + 1).map(prep),
                 );
                 out.extend(f?);
-                next = n2.transpose()?;
+                match next.transpose()? {
+                    Some(n) => current = n,
+                    None => break,
+                }
             }
         }
         Ok(out)

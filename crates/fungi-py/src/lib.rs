@@ -80,6 +80,12 @@ struct Extractor {
     ex: Mutex<FungiExtractor<B>>,
 }
 
+/// The extractor; a panic in an earlier call (already reported as `RuntimeError`) does not
+/// make it unusable.
+fn lock(ex: &Mutex<FungiExtractor<B>>) -> std::sync::MutexGuard<'_, FungiExtractor<B>> {
+    ex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[pymethods]
 impl Extractor {
     /// `Extractor(weights, arch, target_layer, device, use_fp16, objectives_json, seed,
@@ -140,7 +146,7 @@ impl Extractor {
         let imgs = images(train)?;
         let ex = &self.ex;
         guarded(py, move || {
-            let mut ex = ex.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ex = lock(ex);
             let load = |i: usize| Ok(imgs[i].clone());
             ex.setup(imgs.len(), &load)
         })
@@ -156,7 +162,7 @@ impl Extractor {
         let imgs = images(imgs)?;
         let ex = &self.ex;
         let (f, d) = guarded(py, move || {
-            let ex = ex.lock().unwrap_or_else(|p| p.into_inner());
+            let ex = lock(ex);
             Ok((ex.extract(&imgs, &indices)?, ex.feature_dim()))
         })?;
         let rows = f.len() / d.max(1);
@@ -173,7 +179,7 @@ impl Extractor {
         let n = imgs.len();
         let ex = &self.ex;
         let f = guarded(py, move || {
-            let ex = ex.lock().unwrap_or_else(|p| p.into_inner());
+            let ex = lock(ex);
             ex.raw_embeddings(&imgs)
         })?;
         let d = f.len().checked_div(n).unwrap_or(0);
@@ -183,49 +189,31 @@ impl Extractor {
     /// Saves the state (the CLI's state format).
     fn save_state(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let ex = &self.ex;
-        guarded(py, move || {
-            ex.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .save_state(&path)
-        })
+        guarded(py, move || lock(ex).save_state(&path))
     }
 
     /// Loads a state (all or nothing: on an error nothing changes).
     fn load_state(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let ex = &self.ex;
-        guarded(py, move || {
-            ex.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .load_state(&path)
-        })
+        guarded(py, move || lock(ex).load_state(&path))
     }
 
     /// Width of a feature row.
     #[getter]
     fn feature_dim(&self) -> usize {
-        self.ex
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .feature_dim()
+        lock(&self.ex).feature_dim()
     }
 
     /// Block names in column order.
     #[getter]
     fn block_names(&self) -> Vec<String> {
-        self.ex
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .block_names()
+        lock(&self.ex).block_names()
     }
 
     /// Batch size (images per pass).
     #[getter]
     fn batch_size(&self) -> usize {
-        self.ex
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .config()
-            .batch_size
+        lock(&self.ex).config().batch_size
     }
 }
 

@@ -38,17 +38,8 @@ def wrapper(**kw):
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     """A state file made of fungivision's golden heads, projection and comparison batch."""
-    w, _ = gpu_check.st_read(GOLDEN / "wrapper.safetensors")
-    kl, _ = gpu_check.st_read(GOLDEN / "kl.safetensors")
-    sim, _ = gpu_check.st_read(GOLDEN / "simclr.safetensors")
-    tensors = {"projection": w["projection_i8"], "projection_scaling": w["projection_scaling"],
-               "kl.head.weight": kl["head.weight"], "kl.head.bias": kl["head.bias"],
-               "simclr.head.weight": sim["head.weight"], "simclr.head.bias": sim["head.bias"],
-               "simclr.negatives": sim["comparison_latents"]}
-    cfg = {"target_layer": "blocks.3.attn.proj", "target_shape": [64, 64], "embed_dim": 64,
-           "objectives": [{"name": "kl"}, {"name": "simclr"}]}
     path = tmp_path_factory.mktemp("state") / "golden_state.safetensors"
-    gpu_check.st_write(path, tensors, {"format": "fungi-state/1", "config": json.dumps(cfg)})
+    gpu_check.write_golden_state(GOLDEN, path)
     return path
 
 

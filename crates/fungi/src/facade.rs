@@ -325,14 +325,10 @@ impl<B: AutodiffVitOps> Fungi<B> {
             )));
         }
         let mut data = Vec::with_capacity(images.len() * self.feature_dim());
-        let bs = self.ex.config().batch_size;
-        for start in (0..images.len()).step_by(bs) {
-            let end = (start + bs).min(images.len());
-            let imgs = (start..end)
-                .map(|i| images.image(i))
-                .collect::<Result<Vec<_>>>()?;
-            data.extend(self.ex.extract(&imgs, &indices[start..end])?);
-        }
+        self.in_batches(images, |r, imgs| {
+            data.extend(self.ex.extract(&imgs, &indices[r])?);
+            Ok(())
+        })?;
         Ok(Features {
             data,
             rows: images.len(),
@@ -347,15 +343,27 @@ impl<B: AutodiffVitOps> Fungi<B> {
     /// An unreadable image.
     pub fn embed(&self, images: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
         let mut out = Vec::new();
+        self.in_batches(images, |_, imgs| {
+            out.extend(self.ex.raw_embeddings(&imgs)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Decodes `images` one batch (`batch_size`) at a time and hands each to `f` with its
+    /// index range, so at most one batch of decoded images is held.
+    fn in_batches(
+        &self,
+        images: &(impl ImageSource + ?Sized),
+        mut f: impl FnMut(std::ops::Range<usize>, Vec<RgbImage>) -> Result<()>,
+    ) -> Result<()> {
         let bs = self.ex.config().batch_size;
         for start in (0..images.len()).step_by(bs) {
-            let end = (start + bs).min(images.len());
-            let imgs = (start..end)
-                .map(|i| images.image(i))
-                .collect::<Result<Vec<_>>>()?;
-            out.extend(self.ex.raw_embeddings(&imgs)?);
+            let r = start..(start + bs).min(images.len());
+            let imgs = r.clone().map(|i| images.image(i)).collect::<Result<_>>()?;
+            f(r, imgs)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Saves heads, negatives/prototypes, the projection and the settings, for

@@ -30,6 +30,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod benchmark;
 mod facade;
 pub use facade::{Block, Features, Fungi, FungiBuilder, ImageSource, Unprepared};
 
