@@ -183,7 +183,7 @@ fn brute_force_grads(target: &str, views: &[f32], n: usize) -> Vec<f64> {
         let emb = model.forward(x);
         let loss = <KlObjective<B> as fungi_core::Objective<B>>::image_loss(&kl, emb).unwrap();
         let grads = loss.sum().backward();
-        let lin = model.linear(t);
+        let lin = model.linear(t).unwrap();
         let gw = lin.weight.val().grad(&grads).unwrap(); // Burn layout [in, out]
         let gb = lin.bias.as_ref().unwrap().val().grad(&grads).unwrap(); // [out]
         let [i, o] = gw.dims();

@@ -181,3 +181,141 @@ fn a_setup_state_round_trips_through_a_new_facade() {
         "{e}"
     );
 }
+
+fn golden_png(name: &str) -> PathBuf {
+    golden_dir().join("images").join(name)
+}
+
+#[test]
+fn a_dataset_is_an_image_source_with_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        ("cat/1.png", "01_coffee.png"),
+        ("cat/2.png", "02_camera_L.png"),
+        ("dog/1.png", "04_astronaut_P.png"),
+    ];
+    for (to, from) in files {
+        let to = dir.path().join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(golden_png(from), to).unwrap();
+    }
+    let ds = fungi::Dataset::load(dir.path(), None, true).unwrap();
+    assert_eq!(ds.classes, ["cat", "dog"]);
+    let fungi = Fungi::<B>::builder(&device())
+        .backbone(golden_vit())
+        .objectives(kl_dino())
+        .target_layer("blocks.3.attn.proj")
+        .batch_size(2)
+        .build()
+        .unwrap()
+        .ready()
+        .unwrap();
+    let f = fungi.extract(&ds).unwrap();
+    assert_eq!(f.labels.as_deref(), Some(&[0, 0, 1][..]));
+    // The same rows as the image files given as paths; unlabelled sources carry no labels.
+    let paths: Vec<PathBuf> = files.iter().map(|(_, from)| golden_png(from)).collect();
+    let g = fungi.extract(&paths).unwrap();
+    assert_eq!(g.labels, None);
+    let want: Vec<f64> = g.data.iter().map(|&v| v as f64).collect();
+    assert_abs("dataset vs paths", &f.data, &want, 1e-6);
+}
+
+#[test]
+fn a_custom_objective_joins_the_configured_ones() {
+    let imgs = golden_images(true).unwrap();
+    let kl = || ObjectiveConfig::Kl(fungi::kl::KlConfig::fungivision());
+    let built = |custom: bool| {
+        let b = Fungi::<B>::builder(&device())
+            .backbone(golden_vit())
+            .target_layer("blocks.3.attn.proj")
+            .seed(5);
+        let b = if custom {
+            let k = kl();
+            b.objectives(vec![])
+                .custom_objective(move |e, seed, d| k.build::<B>(e, seed, d))
+        } else {
+            b.objectives(vec![kl()])
+        };
+        b.build().unwrap().ready().unwrap()
+    };
+    let (a, b) = (built(true), built(false));
+    assert_eq!(a.blocks(), b.blocks());
+    let fa = a.extract(&imgs[..2]).unwrap();
+    let fb = b.extract(&imgs[..2]).unwrap();
+    let want: Vec<f64> = fb.data.iter().map(|&v| v as f64).collect();
+    assert_abs("custom objective vs configured", &fa.data, &want, 1e-6);
+    // A factory's error is the build's error.
+    let e = Fungi::<B>::builder(&device())
+        .backbone(golden_vit())
+        .objectives(vec![])
+        .custom_objective(|_, _, _| {
+            Err(fungi::core::Error::Config {
+                key: "custom".into(),
+                value: "x".into(),
+                expected: "y".into(),
+            })
+        })
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("`custom` = x"), "{e}");
+}
+
+#[test]
+fn setup_skips_unreadable_images_only_when_asked_and_states_round_trip_as_bytes() {
+    let mut paths: Vec<PathBuf> = ["01_coffee.png", "02_camera_L.png", "04_astronaut_P.png"]
+        .iter()
+        .map(|f| golden_png(f))
+        .collect();
+    paths.insert(1, golden_png("missing.png"));
+    let build = || {
+        Fungi::<B>::builder(&device())
+            .backbone(golden_vit())
+            .objectives(vec![ObjectiveConfig::Simclr(fungi::simclr::SimclrConfig {
+                // Every listed image is needed, so the setup must read the missing one.
+                comparison_batch_size: 4,
+                ..fungi::simclr::SimclrConfig::fungivision()
+            })])
+            .target_layer("blocks.3.attn.proj")
+            .build()
+            .unwrap()
+    };
+    let e = build().setup(&paths).err().unwrap().to_string();
+    assert!(e.contains("missing.png"), "{e}");
+    let skipped = std::sync::Mutex::new(Vec::new());
+    let record =
+        |i: usize, e: &fungi::core::Error| skipped.lock().unwrap().push((i, e.to_string()));
+    let fungi = build().setup_with(&paths, None, Some(&record)).unwrap();
+    let skipped = skipped.into_inner().unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].0, 1);
+    assert!(skipped[0].1.contains("missing.png"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.safetensors");
+    fungi.save_state(&path).unwrap();
+    let bytes = fungi.state_bytes(&path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let restored = build().load_state_bytes(&bytes, &path).unwrap();
+    let imgs = &paths[2..];
+    let want: Vec<f64> = fungi
+        .extract(imgs)
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    assert_abs(
+        "restored from bytes",
+        &restored.extract(imgs).unwrap().data,
+        &want,
+        1e-6,
+    );
+    let e = build()
+        .load_state_bytes(b"not a state", "junk.safetensors")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("junk.safetensors"), "{e}");
+}

@@ -113,13 +113,10 @@ impl<B: VitOps> Block<B> {
 
     /// Runs the block up to the input of `site`.
     ///
-    /// `cls_only` keeps only the CLS token from the attention output on (not allowed for
-    /// `attn.qkv`, whose output feeds every token's keys and values).
+    /// `cls_only` keeps only the CLS token from the attention output on; it is ignored for
+    /// `attn.qkv`, whose output feeds every token's keys and values, so every token is kept
+    /// there ([`crate::Vit::tap`] refuses that combination before it gets here).
     pub fn tap(&self, x: Tensor<B, 3>, site: Site, cls_only: bool) -> BlockTap<B> {
-        assert!(
-            !(cls_only && site == Site::Qkv),
-            "cls_only cannot tap attn.qkv: every token's keys and values depend on it"
-        );
         if site == Site::Qkv {
             return BlockTap {
                 input: B::vit_layer_norm(x.clone(), &self.norm1),

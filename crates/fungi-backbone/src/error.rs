@@ -175,6 +175,15 @@ pub enum Error {
         /// Number of blocks of the model.
         depth: usize,
     },
+    /// A target layer this model cannot tap as asked: a block index past its depth, or the
+    /// CLS-only path where it is not valid.
+    #[error("target layer {target}: {reason}")]
+    InvalidTarget {
+        /// The target (`blocks.N.site`).
+        target: String,
+        /// What is wrong and what is valid.
+        reason: String,
+    },
     /// The input image size does not fit the patch size.
     #[error("input of {height}x{width} pixels is not a multiple of the patch size {patch_size}")]
     InputSize {

@@ -152,41 +152,67 @@ impl<B: VitOps> Vit<B> {
         target.block + 1 == self.blocks.len() && target.site != Site::Qkv
     }
 
+    /// Checks that `target` is one of this model's layers and, with `cls_only`, that the
+    /// CLS-only path is valid for it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTarget`] naming the target and what is valid.
+    pub fn check_target(&self, target: TargetLayer, cls_only: bool) -> Result<()> {
+        let depth = self.blocks.len();
+        if target.block >= depth {
+            return Err(Error::InvalidTarget {
+                target: target.to_string(),
+                reason: format!(
+                    "the model has {depth} blocks (blocks.0 to blocks.{})",
+                    depth.saturating_sub(1)
+                ),
+            });
+        }
+        if cls_only && !self.cls_only_allowed(target) {
+            return Err(Error::InvalidTarget {
+                target: target.to_string(),
+                reason: format!(
+                    "the CLS-only path needs a target in the last block (blocks.{}) other than attn.qkv",
+                    depth - 1
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The Linear layer at `target`.
-    pub fn linear(&self, target: TargetLayer) -> &burn::nn::Linear<B> {
+    ///
+    /// # Errors
+    /// When the model has no such block ([`Error::InvalidTarget`]).
+    pub fn linear(&self, target: TargetLayer) -> Result<&burn::nn::Linear<B>> {
+        self.check_target(target, false)?;
         let blk = &self.blocks[target.block];
-        match target.site {
+        Ok(match target.site {
             Site::Qkv => &blk.attn.qkv,
             Site::Proj => &blk.attn.proj,
             Site::Fc1 => &blk.mlp.fc1,
             Site::Fc2 => &blk.mlp.fc2,
-        }
+        })
     }
 
     /// Runs the network up to the input of `target`. With `cls_only` (see
     /// [`Vit::cls_only_allowed`]) only the CLS row is carried from the target block's attention on.
     ///
-    /// # Panics
-    /// If `target.block` is out of range or `cls_only` is not allowed for `target`.
-    pub fn tap(&self, x: Tensor<B, 4>, target: TargetLayer, cls_only: bool) -> Tap<B> {
-        assert!(
-            target.block < self.blocks.len(),
-            "target block out of range"
-        );
-        assert!(
-            !cls_only || self.cls_only_allowed(target),
-            "CLS-only path not valid for {target}"
-        );
+    /// # Errors
+    /// If `target.block` is out of range or `cls_only` is not allowed for `target`
+    /// ([`Vit::check_target`]).
+    pub fn tap(&self, x: Tensor<B, 4>, target: TargetLayer, cls_only: bool) -> Result<Tap<B>> {
+        self.check_target(target, cls_only)?;
         let mut x = self.embed(x);
         for blk in &self.blocks[..target.block] {
             x = blk.forward(x, false);
         }
         let t = self.blocks[target.block].tap(x, target.site, cls_only);
-        Tap {
+        Ok(Tap {
             residual: t.residual,
             input: t.input,
             cls_only,
-        }
+        })
     }
 
     /// Finishes the forward from a [`Tap`]'s residual and the target Linear's output `y`,
@@ -194,18 +220,22 @@ impl<B: VitOps> Vit<B> {
     ///
     /// # Shapes
     /// - `residual`: as in the tap; `y`: `[B, T', out]`; output `[B, D]`
+    ///
+    /// # Errors
+    /// When the model has no such block ([`Error::InvalidTarget`]).
     pub fn resume(
         &self,
         residual: Tensor<B, 3>,
         y: Tensor<B, 3>,
         target: TargetLayer,
-    ) -> Tensor<B, 2> {
+    ) -> Result<Tensor<B, 2>> {
+        self.check_target(target, false)?;
         let depth = self.blocks.len();
         let last = target.block + 1 == depth;
         let mut x = self.blocks[target.block].resume(residual, y, target.site, last);
         for (i, blk) in self.blocks.iter().enumerate().skip(target.block + 1) {
             x = blk.forward(x, i + 1 == depth);
         }
-        self.finish(x)
+        Ok(self.finish(x))
     }
 }

@@ -9,9 +9,9 @@ use fungi_aug::DecodeOptions;
 use fungi_backbone::{Vit, VitConfig};
 use rayon::prelude::*;
 
-use crate::images::list_images;
 use crate::npy;
 use crate::{progress_bar, OnError};
+use fungi::dataset::list_images;
 
 /// How images become network inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,7 +89,8 @@ pub fn run<B: fungi_backbone::VitOps>(
         Some(d) => model.with_half_linears(d)?,
         None => model,
     };
-    let (files, problems) = list_images(&args.images, args.on_error == OnError::Fail)?;
+    let (files, problems) =
+        list_images(&args.images, args.on_error == OnError::Fail).map_err(crate::listing_hint)?;
     tracing::info!(images = files.len(), arch = %args.arch, "embedding");
     let opts = DecodeOptions {
         apply_exif_orientation: args.apply_exif_orientation,

@@ -44,15 +44,8 @@ struct Split {
 /// manifest may come from any version of `fungi extract`).
 #[derive(Debug, serde::Deserialize)]
 struct ManifestLayout {
-    blocks: Vec<BlockLayout>,
-}
-
-/// One block of `manifest.json`: columns `[offset, offset + dim)` of `features.npy`.
-#[derive(Debug, serde::Deserialize)]
-struct BlockLayout {
-    name: String,
-    dim: usize,
-    offset: usize,
+    /// Columns `[offset, offset + dim)` of `features.npy`, as `fungi extract` writes them.
+    blocks: Vec<fungi::Block>,
 }
 
 const ORDER: &[&str] = &[

@@ -2,10 +2,8 @@
 #![warn(missing_docs)]
 
 mod bench;
-mod dataset;
 mod embed;
 mod extract;
-mod images;
 mod inspect;
 mod knn;
 mod merge;
@@ -59,6 +57,16 @@ enum Command {
     /// Extraction throughput without a dataset (random weights unless --weights): images/s,
     /// views/s, seconds per batch, peak memory.
     Bench(bench::BenchArgs),
+}
+
+/// The command line's hint on a listing error: `--on-error skip` leaves such entries out.
+pub fn listing_hint(e: fungi::dataset::DatasetError) -> anyhow::Error {
+    match e {
+        e @ fungi::dataset::DatasetError::Listing { .. } => anyhow::anyhow!(
+            "{e}\n(with --on-error skip such entries are left out and listed in the manifest)"
+        ),
+        e => e.into(),
+    }
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

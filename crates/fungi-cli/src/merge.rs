@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use fungi::core::tensor_file;
 
-use crate::extract::{finish, same_file, Extras, Manifest};
+use fungi::layout::{Manifest, CHUNKS_DIR};
+
+use crate::extract::{finish, same_file, Extras};
 
 /// Arguments of `fungi merge`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +50,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
                 args.out.display()
             );
         }
-        if args.out.join("chunks").exists() {
+        if args.out.join(CHUNKS_DIR).exists() {
             bail!(
                 "--out {} holds chunks of an extract run: it cannot be a merge target, even with --force",
                 args.out.display()
@@ -57,12 +59,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
     }
     let mut ms: Vec<(Manifest, PathBuf)> = Vec::new();
     for d in &args.shards {
-        let p = d.join("manifest.json");
-        let m: Manifest = serde_json::from_str(
-            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{}: not a fungi manifest", p.display()))?;
-        ms.push((m, d.clone()));
+        ms.push((Manifest::read(d)?, d.clone()));
     }
     ms.sort_by_key(|(m, _)| m.chunks.0);
     let first = &ms[0].0;

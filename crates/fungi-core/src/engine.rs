@@ -42,6 +42,8 @@ pub struct GradientEngine<B: AutodiffVitOps> {
     inner: Vit<B::InnerBackend>,
     target: TargetLayer,
     cls_only: bool,
+    /// `(O, I + 1)` of the target layer's gradient.
+    grad_shape: (usize, usize),
     views_per_pass: usize,
     precision: Precision,
     /// The prefix model with half-precision Linear weights, for `precision != F32`.
@@ -57,6 +59,12 @@ pub fn default_views_per_pass<B: VitOps>() -> usize {
         512
     }
 }
+
+/// The target Linear's input and the residual stream, `[N·V, T', I]` and `[N·V, T', D]`.
+type TapPair<B> = (
+    Tensor<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend, 3>,
+    Tensor<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend, 3>,
+);
 
 /// Output of [`GradientEngine::per_image`].
 #[derive(Debug, Clone)]
@@ -76,6 +84,7 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
     /// When `path` is [`GradPath::Cls`] but the target does not allow it.
     pub fn new(model: Vit<B>, target: TargetLayer, path: GradPath) -> crate::Result<Self> {
         let model = model.no_grad();
+        let [i, o] = model.linear(target)?.weight.dims();
         let allowed = model.cls_only_allowed(target);
         let cls_only = match path {
             GradPath::Auto => allowed,
@@ -97,6 +106,7 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
             inner,
             target,
             cls_only,
+            grad_shape: (o, i + 1),
             views_per_pass: default_views_per_pass::<B::InnerBackend>(),
             precision: Precision::F32,
             half: None,
@@ -145,16 +155,13 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
 
     /// The prefix over `views` in passes of at most `views_per_pass`: the target Linear's input
     /// and the residual stream, concatenated over the passes.
-    fn tap_in_passes(
-        &self,
-        views: Tensor<B::InnerBackend, 4>,
-    ) -> (Tensor<B::InnerBackend, 3>, Tensor<B::InnerBackend, 3>) {
+    fn tap_in_passes(&self, views: Tensor<B::InnerBackend, 4>) -> Result<TapPair<B>> {
         let [nv, c, h, w] = views.dims();
         let step = self.views_per_pass.max(1);
         let model = self.prefix_model();
         if nv <= step {
-            let t = model.tap(views, self.target, self.cls_only);
-            return (t.input, t.residual);
+            let t = model.tap(views, self.target, self.cls_only)?;
+            return Ok((t.input, t.residual));
         }
         let (inputs, residuals): (Vec<_>, Vec<_>) = (0..nv)
             .step_by(step)
@@ -162,11 +169,13 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
                 let part = views
                     .clone()
                     .slice([s..(s + step).min(nv), 0..c, 0..h, 0..w]);
-                let t = model.tap(part, self.target, self.cls_only);
-                (t.input, t.residual)
+                let t = model.tap(part, self.target, self.cls_only)?;
+                Ok((t.input, t.residual))
             })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
             .unzip();
-        (Tensor::cat(inputs, 0), Tensor::cat(residuals, 0))
+        Ok((Tensor::cat(inputs, 0), Tensor::cat(residuals, 0)))
     }
 
     /// The autodiff-side backbone.
@@ -187,8 +196,7 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
     }
     /// `(O, I + 1)` of the target layer's gradient.
     pub fn grad_shape(&self) -> (usize, usize) {
-        let [i, o] = self.inner.linear(self.target).weight.dims();
-        (o, i + 1)
+        self.grad_shape
     }
 
     /// Per-image gradients for `n_images` images whose views are stacked image-major.
@@ -237,37 +245,35 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
     ) -> Result<PerImage<B::InnerBackend>> {
         let nv = views.dims()[0];
         if n_images == 0 || !nv.is_multiple_of(n_images) {
-            return Err(Error::Input(format!(
-                "{nv} views are not a whole number of views for each of {n_images} images"
-            )));
+            return Err(Error::Mismatch {
+                what: format!("views for {n_images} images"),
+                expected: "the same whole number of views for each image".into(),
+                found: format!("{nv} views"),
+            });
         }
         let v = nv / n_images;
-        let (tap_input, tap_residual) = self.tap_in_passes(views);
+        let (tap_input, tap_residual) = self.tap_in_passes(views)?;
         let y = <B::InnerBackend as VitOps>::vit_linear(
             tap_input.clone(),
-            self.inner.linear(self.target),
+            self.inner.linear(self.target)?,
             LinearEpilogue::None,
         );
         let y_ad = Tensor::<B, 3>::from_inner(y).require_grad();
         let residual = Tensor::<B, 3>::from_inner(tap_residual);
-        let emb = self.model.resume(residual, y_ad.clone(), self.target); // [N·V, E]
+        let emb = self.model.resume(residual, y_ad.clone(), self.target)?; // [N·V, E]
         let e = emb.dims()[1];
         let emb = emb.reshape([n_images, v, e]);
         let embeddings = emb.clone().inner();
         let losses = batch_loss(emb)?;
         if losses.dims() != [n_images] {
-            return Err(Error::Input(format!(
-                "the batch loss has shape {:?}, expected [{n_images}] (one loss per image)",
-                losses.dims()
-            )));
+            return Err(Error::Mismatch {
+                what: "shape of the batch loss".into(),
+                expected: format!("[{n_images}] (one loss per image)"),
+                found: format!("{:?}", losses.dims()),
+            });
         }
         let grads = losses.clone().sum().backward();
-        let delta = y_ad.grad(&grads).ok_or_else(|| {
-            Error::Input(
-                "the loss does not depend on the target layer's output (no gradient reached it)"
-                    .into(),
-            )
-        })?; // [N·V, T', O]
+        let delta = y_ad.grad(&grads).ok_or(Error::NoGradient)?; // [N·V, T', O]
         let [_, t, o] = delta.dims();
         let a = tap_input; // [N·V, T', I]
         let i = a.dims()[2];

@@ -48,9 +48,37 @@ pub enum Error {
         /// What was expected.
         expected: String,
     },
-    /// Inputs that do not fit together (lengths, sizes).
+    /// Inputs that do not fit together, for objectives written outside this workspace (the
+    /// workspace's own code uses the typed variants).
     #[error("{0}")]
     Input(String),
+    /// An objective used before it has what its setup makes.
+    #[error("objective `{objective}` has no {missing}: run setup on the training set or load a state file first")]
+    NotReady {
+        /// The objective.
+        objective: String,
+        /// What it lacks (`negatives`, `prototypes`).
+        missing: String,
+    },
+    /// A setup that found no training image to use.
+    #[error("{objective} setup: {}", if *listed == 0 { "the training set is empty".to_string() } else { format!("none of the {listed} training images could be read") })]
+    NoTrainingImages {
+        /// The objective.
+        objective: String,
+        /// Images in the training set.
+        listed: usize,
+    },
+    /// The loss does not depend on the target layer's output.
+    #[error("the loss does not depend on the target layer's output (no gradient reached it)")]
+    NoGradient,
+    /// A device tensor could not be read back to the host.
+    #[error("reading {what} back to the host: {reason}")]
+    ReadBack {
+        /// What was read.
+        what: String,
+        /// The backend's message.
+        reason: String,
+    },
     /// A size that cannot fit in memory, found before anything is allocated.
     #[error("{what} would need {needed} of memory but {available} is available: {hint}")]
     Memory {

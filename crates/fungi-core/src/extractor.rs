@@ -645,10 +645,11 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     pub fn prepare(&self, images: &[RgbImage], global_indices: &[u64]) -> Result<PreparedBatch> {
         let n = images.len();
         if global_indices.len() != n || n == 0 {
-            return Err(Error::Input(format!(
-                "{n} images but {} global indices (need the same positive number)",
-                global_indices.len()
-            )));
+            return Err(Error::Mismatch {
+                what: "global indices".into(),
+                expected: format!("one per image ({n}), at least one"),
+                found: global_indices.len().to_string(),
+            });
         }
         for o in &self.objectives {
             o.ready()?;
@@ -674,11 +675,11 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     pub fn features_prepared(&self, batch: PreparedBatch) -> Result<Tensor<B::InnerBackend, 2>> {
         let PreparedBatch { n, eval, views, .. } = batch;
         if views.len() != self.objectives.len() {
-            return Err(Error::Input(format!(
-                "a batch prepared for {} objectives, this extractor has {}",
-                views.len(),
-                self.objectives.len()
-            )));
+            return Err(Error::Mismatch {
+                what: "objectives of a prepared batch".into(),
+                expected: format!("{} (this extractor's)", self.objectives.len()),
+                found: views.len().to_string(),
+            });
         }
         let shared = self.shared_embedding();
         let mut embedding = eval.map(|x| self.embedding_from_inputs(x, n));
@@ -753,12 +754,14 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         let (h, w) = o.view_size();
         let per_image = v * 3 * h * w;
         if views.len() != n_images * per_image {
-            return Err(Error::Input(format!(
-                "objective `{}`: {} view values for {n_images} images, expected {} ({v} views of 3x{h}x{w} each)",
-                o.name(),
-                views.len(),
-                n_images * per_image
-            )));
+            return Err(Error::Mismatch {
+                what: format!(
+                    "objective `{}`: view values for {n_images} images",
+                    o.name()
+                ),
+                expected: format!("{} ({v} views of 3x{h}x{w} each)", n_images * per_image),
+                found: views.len().to_string(),
+            });
         }
         let mut out = ObjectiveOutput {
             losses: vec![],
@@ -789,10 +792,11 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     pub fn extract(&self, images: &[RgbImage], global_indices: &[u64]) -> Result<Vec<f32>> {
         let n = images.len();
         if global_indices.len() != n {
-            return Err(Error::Input(format!(
-                "{n} images but {} global indices",
-                global_indices.len()
-            )));
+            return Err(Error::Mismatch {
+                what: "global indices".into(),
+                expected: format!("one per image ({n})"),
+                found: global_indices.len().to_string(),
+            });
         }
         for o in &self.objectives {
             o.ready()?;
@@ -887,9 +891,11 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
                 );
             }
             (None, None) => {
-                return Err(Error::Input(
-                    "a dense (non ±1) projection cannot be stored in a state file".into(),
-                ))
+                return Err(Error::Mismatch {
+                    what: "projection of a state file".into(),
+                    expected: "a ±1 (bit-packed) projection".into(),
+                    found: "a dense projection".into(),
+                })
             }
         }
         tensors.insert(
@@ -915,12 +921,8 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     }
 
     fn state_config(&self) -> serde_json::Value {
-        let [i, o] = self
-            .engine
-            .inner()
-            .linear(self.engine.target())
-            .weight
-            .dims();
+        let (o, i1) = self.engine.grad_shape();
+        let i = i1 - 1;
         serde_json::json!({
             "extractor": self.config,
             "target_layer": self.engine.target().to_string(),
@@ -1113,7 +1115,10 @@ fn host_f32<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .into_vec::<f32>()
-        .map_err(|e| Error::Input(format!("reading a tensor back to the host: {e:?}")))
+        .map_err(|e| Error::ReadBack {
+            what: "a tensor".into(),
+            reason: format!("{e:?}"),
+        })
 }
 
 /// The differences between two JSON values, one line per differing leaf (`path: expected X,

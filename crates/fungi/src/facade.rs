@@ -23,61 +23,11 @@ use std::path::{Path, PathBuf};
 
 use fungi_aug::RgbImage;
 use fungi_backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
-use fungi_core::{Error, FungiExtractor, Result};
+use fungi_core::extractor::{ProgressFn, SkipFn};
+use fungi_core::{Error, FungiExtractor, Objective, Residency, Result};
 
+use crate::dataset::ImageSource;
 use crate::{FungiConfig, ObjectiveConfig, Preset};
-
-/// Images a [`Fungi`] can read one at a time: decoded images in memory, or image files
-/// (decoded like PIL's `.convert("RGB")`).
-pub trait ImageSource: Sync {
-    /// Number of images.
-    fn len(&self) -> usize;
-    /// Whether there are none.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Image `i`, decoded.
-    ///
-    /// # Errors
-    /// When it cannot be read or decoded (naming the file).
-    fn image(&self, i: usize) -> Result<RgbImage>;
-}
-
-impl ImageSource for [RgbImage] {
-    fn len(&self) -> usize {
-        <[RgbImage]>::len(self)
-    }
-    fn image(&self, i: usize) -> Result<RgbImage> {
-        Ok(self[i].clone())
-    }
-}
-
-impl ImageSource for Vec<RgbImage> {
-    fn len(&self) -> usize {
-        <[RgbImage]>::len(self)
-    }
-    fn image(&self, i: usize) -> Result<RgbImage> {
-        Ok(self[i].clone())
-    }
-}
-
-impl ImageSource for [PathBuf] {
-    fn len(&self) -> usize {
-        <[PathBuf]>::len(self)
-    }
-    fn image(&self, i: usize) -> Result<RgbImage> {
-        Ok(fungi_aug::decode_rgb(&self[i], &Default::default())?)
-    }
-}
-
-impl ImageSource for Vec<PathBuf> {
-    fn len(&self) -> usize {
-        <[PathBuf]>::len(self)
-    }
-    fn image(&self, i: usize) -> Result<RgbImage> {
-        self.as_slice().image(i)
-    }
-}
 
 /// One block of the feature vector.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -99,6 +49,8 @@ pub struct Features {
     pub rows: usize,
     /// The blocks, in column order.
     pub blocks: Vec<Block>,
+    /// The images' labels, when the source has a label for every image.
+    pub labels: Option<Vec<i64>>,
 }
 
 impl Features {
@@ -130,6 +82,12 @@ pub struct FungiBuilder<B: AutodiffVitOps> {
     backbone: Option<Backbone<B>>,
     config: FungiConfig,
     precision: Precision,
+    residency: Residency,
+    views_per_pass: Option<usize>,
+    prepare_ahead: Option<bool>,
+    /// Custom objectives, made from `(embed_dim, seed, device)` once the backbone is known.
+    #[allow(clippy::type_complexity)]
+    custom: Vec<Box<dyn FnOnce(usize, u64, &B::Device) -> Result<Box<dyn Objective<B>>>>>,
 }
 
 impl<B: AutodiffVitOps> FungiBuilder<B> {
@@ -163,6 +121,25 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
         self.config.objectives = objectives;
         self
     }
+    /// Adds an objective of your own (an implementation of [`Objective`]) after the configured
+    /// ones: `make(embed_dim, seed, device)` builds it once the backbone is known.
+    ///
+    /// ```no_run
+    /// # use burn::backend::{Autodiff, Flex};
+    /// # type B = Autodiff<Flex>;
+    /// # fn my_objective(e: usize, seed: u64, d: &<B as burn::tensor::backend::BackendTypes>::Device)
+    /// #     -> Box<dyn fungi::core::Objective<B>> { unimplemented!() }
+    /// let builder = fungi::Fungi::<B>::builder(&Default::default())
+    ///     .objectives(vec![])
+    ///     .custom_objective(|e, seed, device| Ok(my_objective(e, seed, device)));
+    /// ```
+    pub fn custom_objective(
+        mut self,
+        make: impl FnOnce(usize, u64, &B::Device) -> Result<Box<dyn Objective<B>>> + 'static,
+    ) -> Self {
+        self.custom.push(Box::new(make));
+        self
+    }
     /// Target layer (`blocks.11.attn.proj`, ...).
     pub fn target_layer(mut self, path: &str) -> Self {
         self.config.target_layer = Some(path.to_string());
@@ -189,6 +166,26 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
         self
     }
 
+    /// Where the random projection lives during a run (default [`Residency::Auto`]: the host
+    /// on CPU backends, the device on GPUs).
+    pub fn projection_residency(mut self, r: Residency) -> Self {
+        self.residency = r;
+        self
+    }
+    /// At most this many views per forward pass of the untracked prefix (0, the default: the
+    /// backend's choice, 16 on the CPU and 512 on GPUs). Features do not depend on it beyond
+    /// float rounding.
+    pub fn views_per_pass(mut self, n: usize) -> Self {
+        self.views_per_pass = Some(n);
+        self
+    }
+    /// Whether the view transforms of the next batch run while the current one computes
+    /// (default: on for devices whose memory is not the host's). Features do not depend on it.
+    pub fn prepare_ahead(mut self, on: bool) -> Self {
+        self.prepare_ahead = Some(on);
+        self
+    }
+
     /// Loads the backbone, validates everything and builds the objectives.
     ///
     /// # Errors
@@ -209,7 +206,10 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
                 Vit::from_file(&cfg, &weights, &self.device)?
             }
         };
-        if self.config.objectives.is_empty() && !self.config.include_embedding {
+        if self.config.objectives.is_empty()
+            && self.custom.is_empty()
+            && !self.config.include_embedding
+        {
             return Err(Error::Config {
                 key: "objectives".into(),
                 value: "[]".into(),
@@ -219,8 +219,21 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
         for o in &self.config.objectives {
             o.validate()?;
         }
-        let mut ex = self.config.build(vit)?;
+        let (e, seed) = (vit.embed_dim(), self.config.seed);
+        let mut b = FungiExtractor::builder(vit).config(self.config.extractor_config());
+        for o in &self.config.objectives {
+            b = b.objective(o.build::<B>(e, seed, &self.device)?);
+        }
+        for make in self.custom {
+            b = b.objective(make(e, seed, &self.device)?);
+        }
+        let mut ex = b.build()?;
         ex.set_prefix_precision(self.precision)?;
+        ex.set_projection_residency(self.residency);
+        if let Some(n) = self.views_per_pass {
+            ex.set_views_per_pass(n);
+        }
+        ex.set_prepare_ahead(self.prepare_ahead);
         Ok(Unprepared { ex })
     }
 }
@@ -237,9 +250,23 @@ impl<B: AutodiffVitOps> Unprepared<B> {
     ///
     /// # Errors
     /// An unreadable image (naming it), an empty set, or a failing objective.
-    pub fn setup(mut self, train: &(impl ImageSource + ?Sized)) -> Result<Fungi<B>> {
+    pub fn setup(self, train: &(impl ImageSource + ?Sized)) -> Result<Fungi<B>> {
+        self.setup_with(train, None, None)
+    }
+    /// [`Unprepared::setup`] with progress reports `(stage, done, total)` and, with `skip`, a
+    /// policy for unreadable training images: each is reported to `skip` with its index and
+    /// left out instead of failing the setup.
+    ///
+    /// # Errors
+    /// As [`Unprepared::setup`]; with `skip`, only when no image at all is readable.
+    pub fn setup_with(
+        mut self,
+        train: &(impl ImageSource + ?Sized),
+        progress: Option<ProgressFn<'_>>,
+        skip: Option<SkipFn<'_>>,
+    ) -> Result<Fungi<B>> {
         let load = |i: usize| train.image(i);
-        self.ex.setup(train.len(), &load)?;
+        self.ex.setup_with(train.len(), &load, progress, skip)?;
         Ok(Fungi { ex: self.ex })
     }
     /// Restores a state saved by [`Fungi::save_state`] (or `fungi extract --save-state`).
@@ -250,6 +277,18 @@ impl<B: AutodiffVitOps> Unprepared<B> {
     pub fn load_state(mut self, path: impl AsRef<Path>) -> Result<Fungi<B>> {
         self.ex.load_state(path.as_ref())?;
         Ok(Fungi { ex: self.ex })
+    }
+    /// [`Unprepared::load_state`] from the bytes of a state file (`name` names it in errors).
+    ///
+    /// # Errors
+    /// As [`Unprepared::load_state`]; nothing is changed by a refused state.
+    pub fn load_state_bytes(mut self, bytes: &[u8], name: impl AsRef<Path>) -> Result<Fungi<B>> {
+        self.ex.load_state_bytes(bytes, name.as_ref())?;
+        Ok(Fungi { ex: self.ex })
+    }
+    /// The extractor being prepared (settings, block layout, projection).
+    pub fn extractor(&self) -> &FungiExtractor<B> {
+        &self.ex
     }
     /// Ready without a setup, when no objective needs one.
     ///
@@ -276,6 +315,10 @@ impl<B: AutodiffVitOps> Fungi<B> {
             backbone: None,
             config: FungiConfig::preset(Preset::Fungivision),
             precision: Precision::F32,
+            residency: Residency::Auto,
+            views_per_pass: None,
+            prepare_ahead: None,
+            custom: Vec::new(),
         }
     }
 
@@ -318,21 +361,23 @@ impl<B: AutodiffVitOps> Fungi<B> {
         indices: &[u64],
     ) -> Result<Features> {
         if indices.len() != images.len() {
-            return Err(Error::Input(format!(
-                "{} images but {} indices",
-                images.len(),
-                indices.len()
-            )));
+            return Err(Error::Mismatch {
+                what: "dataset indices".into(),
+                expected: format!("one per image ({})", images.len()),
+                found: indices.len().to_string(),
+            });
         }
         let mut data = Vec::with_capacity(images.len() * self.feature_dim());
         self.in_batches(images, |r, imgs| {
             data.extend(self.ex.extract(&imgs, &indices[r])?);
             Ok(())
         })?;
+        let labels = (0..images.len()).map(|i| images.label(i)).collect();
         Ok(Features {
             data,
             rows: images.len(),
             blocks: self.blocks(),
+            labels,
         })
     }
 
@@ -373,6 +418,13 @@ impl<B: AutodiffVitOps> Fungi<B> {
     /// When the file cannot be written.
     pub fn save_state(&self, path: impl AsRef<Path>) -> Result<()> {
         self.ex.save_state(path.as_ref())
+    }
+    /// The bytes [`Fungi::save_state`] would write (`path` is recorded as the state's name).
+    ///
+    /// # Errors
+    /// When the state cannot be serialised.
+    pub fn state_bytes(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
+        self.ex.state_bytes(path.as_ref())
     }
 
     /// The underlying extractor (raw gradients, device tensors, per-objective access).

@@ -31,8 +31,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub mod benchmark;
+pub mod dataset;
 mod facade;
-pub use facade::{Block, Features, Fungi, FungiBuilder, ImageSource, Unprepared};
+pub mod layout;
+pub use dataset::{Dataset, ImageSource};
+pub use facade::{Block, Features, Fungi, FungiBuilder, Unprepared};
 
 pub use fungi_aug as aug;
 pub use fungi_backbone as backbone;

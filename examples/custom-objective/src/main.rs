@@ -6,9 +6,8 @@
 use anyhow::Result;
 use burn::backend::{Autodiff, Flex};
 use custom_objective::FlipConsistency;
-use fungi::backbone::{Vit, VitConfig};
-use fungi::core::FungiExtractor;
-use fungi::kl::{KlConfig, KlObjective};
+use fungi::kl::KlConfig;
+use fungi::{Fungi, ObjectiveConfig};
 
 type B = Autodiff<Flex>;
 
@@ -28,35 +27,28 @@ fn main() -> Result<()> {
             .map(|f| format!("{root}/images/{f}"))
             .collect()
     };
-    let device = Default::default();
-    let config = VitConfig::from_preset_or_file(&arch)?;
-    let vit = Vit::<B>::from_file(&config, &weights, &device)?;
-    let e = vit.embed_dim();
-    let extractor = FungiExtractor::builder(vit)
-        .seed(0)
-        .objective(Box::new(KlObjective::<B>::new(
-            KlConfig::paper(),
-            e,
-            0,
-            &device,
-        )?))
-        .objective(Box::new(FlipConsistency::<B>::new(e, 128, 0, &device)))
-        .build()?;
-    let images = files
-        .iter()
-        .map(|f| fungi::aug::decode_rgb(f, &Default::default()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let idx: Vec<u64> = (0..images.len() as u64).collect();
-    let features = extractor.extract(&images, &idx)?;
-    let d = extractor.feature_dim();
+    let images: Vec<std::path::PathBuf> = files.iter().map(Into::into).collect();
+    let fungi = Fungi::<B>::builder(&Default::default())
+        .arch_and_weights(&arch, &weights)
+        .objectives(vec![ObjectiveConfig::Kl(KlConfig::paper())])
+        .custom_objective(|e, seed, device| {
+            Ok(Box::new(FlipConsistency::<B>::new(e, 128, seed, device)))
+        })
+        .build()?
+        .ready()?;
+    let features = fungi.extract(&images)?;
     println!(
-        "blocks {:?} ({:?} wide): {} images x {d} features",
-        extractor.block_names(),
-        extractor.block_dims(),
-        images.len()
+        "blocks {:?}: {} images x {} features",
+        features
+            .blocks
+            .iter()
+            .map(|b| format!("{} {}", b.name, b.dim))
+            .collect::<Vec<_>>(),
+        features.rows,
+        features.dim()
     );
-    for (f, row) in files.iter().zip(features.chunks(d)) {
-        println!("{f}: {:?} ...", &row[..4]);
+    for (i, f) in files.iter().enumerate() {
+        println!("{f}: {:?} ...", &features.row(i)[..4]);
     }
     Ok(())
 }

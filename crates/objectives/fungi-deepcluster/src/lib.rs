@@ -303,10 +303,9 @@ pub fn kmeans<Bk: Backend>(
         c = c.mask_where(nonempty, sums / counts.clamp_min(1.0));
     }
     let a: Vec<Tensor<Bk, 1, Int>> = tiles.iter().map(|t| assign(&c, t)).collect();
-    let read = |e: burn::tensor::DataError| {
-        Error::Input(format!(
-            "deepcluster k-means: reading the result back: {e:?}"
-        ))
+    let read = |e: burn::tensor::DataError| Error::ReadBack {
+        what: "the k-means result".into(),
+        reason: format!("{e:?}"),
     };
     let a = Tensor::cat(a, 0)
         .into_data()
@@ -362,12 +361,9 @@ impl<B: AutodiffBackend> DeepClusterObjective<B> {
 
     #[allow(clippy::type_complexity)]
     fn prototypes(&self) -> Result<&Vec<(StateTensor, Tensor<B, 2>)>> {
-        self.prototypes.as_ref().ok_or_else(|| {
-            Error::Input(
-                "objective `deepcluster` has no prototypes: run setup on the training set or \
-                 load a state file first"
-                    .into(),
-            )
+        self.prototypes.as_ref().ok_or_else(|| Error::NotReady {
+            objective: "deepcluster".into(),
+            missing: "prototypes".into(),
         })
     }
 
@@ -394,9 +390,10 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
     fn setup(&mut self, ctx: &dyn SetupContext<B>) -> Result<()> {
         let n = ctx.len();
         if n == 0 {
-            return Err(Error::Input(
-                "deepcluster setup: the training set is empty".into(),
-            ));
+            return Err(Error::NoTrainingImages {
+                objective: "deepcluster".into(),
+                listed: 0,
+            });
         }
         let l = self.config.latent_dim;
         let mut memory = [Vec::with_capacity(n * l), Vec::with_capacity(n * l)];
@@ -424,9 +421,10 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
             ctx.progress("deepcluster memory bank", i + 1, n);
         }
         if kept == 0 {
-            return Err(Error::Input(
-                "deepcluster setup: no training image could be read".into(),
-            ));
+            return Err(Error::NoTrainingImages {
+                objective: "deepcluster".into(),
+                listed: ctx.len(),
+            });
         }
         let n = kept;
         for (h, &k) in self.config.nmb_prototypes.iter().enumerate() {
@@ -509,10 +507,11 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
         let [n, v, e] = embeddings.dims();
         let c = self.config.crops();
         if v != c + 2 {
-            return Err(Error::Input(format!(
-                "deepcluster: {v} views per image, expected {} (crops + 2 memory-bank views)",
-                c + 2
-            )));
+            return Err(Error::Mismatch {
+                what: "deepcluster views per image".into(),
+                expected: format!("{} (crops + 2 memory-bank views)", c + 2),
+                found: v.to_string(),
+            });
         }
         // Memory-bank latents [n, 2, L], outside the graph (the reference's targets carry no
         // gradient).
@@ -559,7 +558,10 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
                 None => picked,
             });
         }
-        let total = total.ok_or_else(|| Error::Input("deepcluster: no prototype heads".into()))?;
+        let total = total.ok_or_else(|| Error::NotReady {
+            objective: "deepcluster".into(),
+            missing: "prototype heads".into(),
+        })?;
         Ok(total.neg().div_scalar((protos.len() * c) as f64))
     }
     fn grad_scale(&self) -> f32 {

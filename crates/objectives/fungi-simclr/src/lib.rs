@@ -281,9 +281,10 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
     /// and encodes all their views once (forward only) into the negative latents.
     fn setup(&mut self, ctx: &dyn SetupContext<B>) -> Result<()> {
         if ctx.is_empty() {
-            return Err(Error::Input(
-                "simclr setup: the training set is empty (negatives are drawn from it)".into(),
-            ));
+            return Err(Error::NoTrainingImages {
+                objective: "simclr".into(),
+                listed: 0,
+            });
         }
         let want = self.config.comparison_batch_size;
         if want > ctx.len() {
@@ -328,10 +329,10 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
             ctx.progress("simclr negatives", done, target);
         }
         if done == 0 {
-            return Err(Error::Input(
-                "simclr setup: no training image could be read (negatives are drawn from them)"
-                    .into(),
-            ));
+            return Err(Error::NoTrainingImages {
+                objective: "simclr".into(),
+                listed: ctx.len(),
+            });
         }
         if done < target {
             tracing::warn!(
@@ -348,18 +349,20 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
     fn ready(&self) -> Result<()> {
         match self.negatives {
             Some(_) => Ok(()),
-            None => Err(Error::Input(
-                "objective `simclr` has no negatives: run setup on the training set or load a \
-                 state file first"
-                    .into(),
-            )),
+            None => Err(Error::NotReady {
+                objective: "simclr".into(),
+                missing: "negatives".into(),
+            }),
         }
     }
 
     fn image_loss(&self, embeddings: Tensor<B, 2>) -> Result<Tensor<B, 1>> {
         self.ready()?;
         let Some((_, neg)) = self.negatives.as_ref() else {
-            return Err(Error::Input("objective `simclr` has no negatives".into()));
+            return Err(Error::NotReady {
+                objective: "simclr".into(),
+                missing: "negatives".into(),
+            });
         };
         let v = embeddings.dims()[0];
         let device = embeddings.device();

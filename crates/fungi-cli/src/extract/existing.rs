@@ -1,0 +1,116 @@
+//! What `--out` holds before a command touches it, and the checks that protect it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use fungi::layout::{is_chunk_file, Manifest, RunIdentity, CHUNKS_DIR, MANIFEST_FILE, RUN_FILE};
+
+/// Whether `a` and `b` name the same file (also when `b` does not exist yet).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    fn resolve(p: &Path) -> Option<PathBuf> {
+        if let Ok(c) = std::fs::canonicalize(p) {
+            return Some(c);
+        }
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+    }
+    match (resolve(a), resolve(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// `--shard i/n` or `auto` (Slurm arrays, Kubernetes Indexed Jobs).
+pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (i, n) = if s == "auto" {
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+        match (env("SLURM_ARRAY_TASK_ID"), env("SLURM_ARRAY_TASK_COUNT"), env("JOB_COMPLETION_INDEX"), env("FUNGI_NUM_SHARDS")) {
+            (Some(i), Some(n), _, _) => {
+                let min = env("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
+                let i = i.checked_sub(min).with_context(|| {
+                    format!("--shard auto: SLURM_ARRAY_TASK_ID {i} is below SLURM_ARRAY_TASK_MIN {min}")
+                })?;
+                (i, n)
+            }
+            (_, _, Some(i), Some(n)) => (i, n),
+            _ => bail!("--shard auto: set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (Slurm arrays), or JOB_COMPLETION_INDEX and FUNGI_NUM_SHARDS (Kubernetes Indexed Jobs)"),
+        }
+    } else {
+        let (i, n) = s
+            .split_once('/')
+            .with_context(|| format!("--shard {s:?}: expected i/n (e.g. 0/4) or auto"))?;
+        (
+            i.trim()
+                .parse()
+                .with_context(|| format!("--shard {s:?}: bad index"))?,
+            n.trim()
+                .parse()
+                .with_context(|| format!("--shard {s:?}: bad count"))?,
+        )
+    };
+    if n == 0 || i >= n {
+        bail!("--shard {i}/{n}: the index must be in 0..{n}");
+    }
+    Ok((i, n))
+}
+
+/// What is in `--out` before this command touches it.
+pub(crate) struct Existing {
+    pub run: Option<RunIdentity>,
+    pub finished_chunks: usize,
+    pub manifest: Option<Manifest>,
+}
+
+pub(crate) fn inspect_out(out: &Path) -> Result<Existing> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {}: exists and is not a directory", out.display());
+    }
+    let run_path = out.join(RUN_FILE);
+    let run = if run_path.exists() {
+        let text = std::fs::read_to_string(&run_path)
+            .with_context(|| format!("reading {}", run_path.display()))?;
+        Some(serde_json::from_str::<RunIdentity>(&text).with_context(|| {
+            format!(
+                "{}: not a fungi run identity (damaged? it records the settings of the run in {})",
+                run_path.display(),
+                out.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let finished_chunks = std::fs::read_dir(out.join(CHUNKS_DIR))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| is_chunk_file(&e.file_name().to_string_lossy()))
+                .count()
+        })
+        .unwrap_or(0);
+    let manifest_path = out.join(MANIFEST_FILE);
+    let manifest = if manifest_path.exists() {
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        serde_json::from_str::<Manifest>(&text).ok()
+    } else {
+        None
+    };
+    Ok(Existing {
+        run,
+        finished_chunks,
+        manifest,
+    })
+}
+
+/// `--resume` refusal naming every setting that differs.
+pub(crate) fn identity_differences(
+    recorded: &RunIdentity,
+    now: &RunIdentity,
+) -> Result<Vec<String>> {
+    Ok(fungi::core::extractor::json_differences(
+        &serde_json::to_value(recorded)?,
+        &serde_json::to_value(now)?,
+    ))
+}
