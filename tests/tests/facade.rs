@@ -319,3 +319,48 @@ fn setup_skips_unreadable_images_only_when_asked_and_states_round_trip_as_bytes(
         .to_string();
     assert!(e.contains("junk.safetensors"), "{e}");
 }
+
+#[test]
+fn empty_in_memory_images_are_errors_naming_the_image_not_panics() {
+    let mut imgs = golden_images(true).unwrap();
+    imgs.truncate(2);
+    imgs.push(fungi::aug::RgbImage::new(0, 0));
+    let kl = Fungi::<B>::builder(&device())
+        .backbone(golden_vit())
+        .objectives(kl_dino())
+        .target_layer("blocks.3.attn.proj")
+        .build()
+        .unwrap()
+        .ready()
+        .unwrap();
+    for e in [
+        kl.extract(&imgs).err().unwrap().to_string(),
+        kl.embed(&imgs).err().unwrap().to_string(),
+    ] {
+        assert!(e.contains("image #2 is empty (0x0)"), "{e}");
+    }
+    // The extractor itself checks too, naming the dataset index (or the position).
+    let ex = kl.extractor();
+    for (e, name) in [
+        (ex.prepare(&imgs, &[0, 1, 7]).err(), "at dataset index 7"),
+        (ex.extract(&imgs, &[0, 1, 7]).err(), "at dataset index 7"),
+        (ex.raw_embeddings(&imgs).err(), "at position 2 of the call"),
+    ] {
+        let e = e.unwrap().to_string();
+        assert!(e.contains(name) && e.contains("empty (0x0)"), "{e}");
+    }
+    let e = Fungi::<B>::builder(&device())
+        .backbone(golden_vit())
+        .objectives(vec![small_simclr()])
+        .target_layer("blocks.3.attn.proj")
+        .build()
+        .unwrap()
+        .setup(&vec![fungi::aug::RgbImage::new(5, 0); 4])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("at training index") && e.contains("empty (5x0)"),
+        "{e}"
+    );
+}

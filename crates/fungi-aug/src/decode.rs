@@ -137,13 +137,7 @@ fn decode_unguarded(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<R
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    if img.width() == 0 || img.height() == 0 {
-        return Err(Error::Empty {
-            path: path.to_path_buf(),
-            width: img.width(),
-            height: img.height(),
-        });
-    }
+    check_size(path, img.width(), img.height())?;
     to_rgb(img).ok_or_else(|| internal_size_error(path))
 }
 
@@ -178,9 +172,8 @@ fn internal_size_error(path: &Path) -> Error {
     }
 }
 
-/// The checks made from the header, before the pixel buffer is allocated: empty, side limit,
-/// PIL's decompression-bomb limit (error above 2x, warning above 1x), decoded size.
-fn check_header(path: &Path, w: u32, h: u32, bytes: u64, opts: &DecodeOptions) -> Result<()> {
+/// [`Error::Empty`] for a `w`x`h` image with no pixels.
+fn check_size(path: &Path, w: u32, h: u32) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(Error::Empty {
             path: path.to_path_buf(),
@@ -188,6 +181,22 @@ fn check_header(path: &Path, w: u32, h: u32, bytes: u64, opts: &DecodeOptions) -
             height: h,
         });
     }
+    Ok(())
+}
+
+/// Refuses an image with no pixels, as decoding does ([`Error::Empty`]; `name` names it):
+/// every transform needs at least one. For images made in memory rather than decoded.
+///
+/// # Errors
+/// When the width or the height is 0.
+pub fn check_not_empty(img: &RgbImage, name: &Path) -> Result<()> {
+    check_size(name, img.width(), img.height())
+}
+
+/// The checks made from the header, before the pixel buffer is allocated: empty, side limit,
+/// PIL's decompression-bomb limit (error above 2x, warning above 1x), decoded size.
+fn check_header(path: &Path, w: u32, h: u32, bytes: u64, opts: &DecodeOptions) -> Result<()> {
+    check_size(path, w, h)?;
     let limit = |limit: Limit| Error::LimitExceeded {
         path: path.to_path_buf(),
         limit,

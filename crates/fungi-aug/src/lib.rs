@@ -16,7 +16,7 @@ pub mod resample;
 pub mod transforms;
 
 pub use crop::{CropBox, RandomResizedCrop};
-pub use decode::{decode_rgb, decode_rgb_bytes, DecodeOptions, MAX_IMAGE_PIXELS};
+pub use decode::{check_not_empty, decode_rgb, decode_rgb_bytes, DecodeOptions, MAX_IMAGE_PIXELS};
 pub use dino::DinoTransform;
 pub use error::{DecodeError, Error, Limit, Result};
 pub use image;

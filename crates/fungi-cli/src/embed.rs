@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use fungi_aug::transforms::EvalTransform;
 use fungi_aug::DecodeOptions;
-use fungi_backbone::{Vit, VitConfig};
+use fungi_backbone::Vit;
 use rayon::prelude::*;
 
 use crate::npy;
@@ -76,14 +76,7 @@ pub fn run<B: fungi_backbone::VitOps>(
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let config = VitConfig::from_preset_or_file(&args.arch)?;
-    if config.in_chans != 3 {
-        bail!(
-            "{}: in_chans = {}: images are fed as RGB, so the architecture must take 3 input channels",
-            args.arch,
-            config.in_chans
-        );
-    }
+    let config = crate::rgb_arch(&args.arch)?;
     let model = Vit::<B>::from_file(&config, &args.weights, device)?;
     let model = match precision.half_dtype() {
         Some(d) => model.with_half_linears(d)?,

@@ -59,6 +59,19 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The architecture `arch` (preset or JSON file), refused before any weights are read when it
+/// does not take 3 input channels: images and views are always RGB.
+pub fn rgb_arch(arch: &str) -> Result<fungi_backbone::VitConfig> {
+    let config = fungi_backbone::VitConfig::from_preset_or_file(arch)?;
+    if config.in_chans != 3 {
+        bail!(
+            "{arch}: in_chans = {}: images are fed to the network as RGB, so the architecture must take 3 input channels",
+            config.in_chans
+        );
+    }
+    Ok(config)
+}
+
 /// The command line's hint on a listing error: `--on-error skip` leaves such entries out.
 pub fn listing_hint(e: fungi::dataset::DatasetError) -> anyhow::Error {
     match e {

@@ -331,7 +331,9 @@ impl<B: AutodiffVitOps> SetupContext<B> for Ctx<'_, B> {
         self.len
     }
     fn image(&self, index: usize) -> Result<RgbImage> {
-        (self.load)(index)
+        let img = (self.load)(index)?;
+        fungi_aug::check_not_empty(&img, Path::new(&format!("at training index {index}")))?;
+        Ok(img)
     }
     fn embed(&self, views: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
         self.engine.prefix_model().forward(views)
@@ -539,6 +541,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
 
     /// L2-normalised CLS embeddings `[N, E]` of the eval transform of `images`.
     pub fn embeddings(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        check_images(images, |i| format!("at position {i} of the call"))?;
         let mut out = Vec::new();
         for chunk in images.chunks(self.config.batch_size) {
             out.extend(self.host(self.embedding_tensor(chunk))?);
@@ -553,6 +556,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// # Errors
     /// When the values cannot be read back.
     pub fn raw_embeddings(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        check_images(images, |i| format!("at position {i} of the call"))?;
         let mut out = Vec::new();
         for chunk in images.chunks(self.config.batch_size) {
             let x = Tensor::<B::InnerBackend, 4>::from_data(
@@ -641,19 +645,10 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// can run (on another thread) while the previous batch computes.
     ///
     /// # Errors
-    /// When an objective is not ready, or the lengths differ or are 0.
+    /// When an objective is not ready, an image has no pixels, or the lengths differ or are 0.
     pub fn prepare(&self, images: &[RgbImage], global_indices: &[u64]) -> Result<PreparedBatch> {
+        self.check_batch(images, global_indices, true)?;
         let n = images.len();
-        if global_indices.len() != n || n == 0 {
-            return Err(Error::Mismatch {
-                what: "global indices".into(),
-                expected: format!("one per image ({n}), at least one"),
-                found: global_indices.len().to_string(),
-            });
-        }
-        for o in &self.objectives {
-            o.ready()?;
-        }
         let eval = (self.config.include_embedding && self.shared_embedding().is_none())
             .then(|| eval_inputs(images));
         let views = (0..self.objectives.len())
@@ -786,21 +781,40 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         Ok(out)
     }
 
+    /// The checks of a batch before any work: one global index per image (and at least one
+    /// image with `at_least_one`), no image without pixels, every objective ready.
+    fn check_batch(
+        &self,
+        images: &[RgbImage],
+        global_indices: &[u64],
+        at_least_one: bool,
+    ) -> Result<()> {
+        let n = images.len();
+        if global_indices.len() != n || (at_least_one && n == 0) {
+            return Err(Error::Mismatch {
+                what: "global indices".into(),
+                expected: format!(
+                    "one per image ({n}){}",
+                    if at_least_one { ", at least one" } else { "" }
+                ),
+                found: global_indices.len().to_string(),
+            });
+        }
+        check_images(images, |i| {
+            format!("at dataset index {}", global_indices[i])
+        })?;
+        for o in &self.objectives {
+            o.ready()?;
+        }
+        Ok(())
+    }
+
     /// FUNGI features `[N, feature_dim()]` of decoded images; `global_indices` (one per image,
     /// the image's index in the whole dataset) select the random streams, so the result for an
     /// image never depends on the batch it is in.
     pub fn extract(&self, images: &[RgbImage], global_indices: &[u64]) -> Result<Vec<f32>> {
         let n = images.len();
-        if global_indices.len() != n {
-            return Err(Error::Mismatch {
-                what: "global indices".into(),
-                expected: format!("one per image ({n})"),
-                found: global_indices.len().to_string(),
-            });
-        }
-        for o in &self.objectives {
-            o.ready()?;
-        }
+        self.check_batch(images, global_indices, false)?;
         let total = self.feature_dim();
         let mut out = Vec::with_capacity(n * total);
         let bs = self.config.batch_size;
@@ -1119,6 +1133,14 @@ fn host_f32<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Result<Vec<f32>> {
             what: "a tensor".into(),
             reason: format!("{e:?}"),
         })
+}
+
+/// Refuses an image without pixels, naming it `name(position)`.
+fn check_images(images: &[RgbImage], name: impl Fn(usize) -> String) -> Result<()> {
+    for (i, img) in images.iter().enumerate() {
+        fungi_aug::check_not_empty(img, Path::new(&name(i)))?;
+    }
+    Ok(())
 }
 
 /// The differences between two JSON values, one line per differing leaf (`path: expected X,

@@ -405,7 +405,14 @@ impl<B: AutodiffVitOps> Fungi<B> {
         let bs = self.ex.config().batch_size;
         for start in (0..images.len()).step_by(bs) {
             let r = start..(start + bs).min(images.len());
-            let imgs = r.clone().map(|i| images.image(i)).collect::<Result<_>>()?;
+            let imgs = r
+                .clone()
+                .map(|i| {
+                    let img = images.image(i)?;
+                    fungi_aug::check_not_empty(&img, Path::new(&images.name(i)))?;
+                    Ok(img)
+                })
+                .collect::<Result<_>>()?;
             f(r, imgs)?;
         }
         Ok(())

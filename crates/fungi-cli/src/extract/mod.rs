@@ -19,7 +19,7 @@ mod output;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use fungi::backbone::{Vit, VitConfig};
+use fungi::backbone::Vit;
 use fungi::core::tensor_file;
 use fungi::dataset::Dataset;
 use fungi::layout::{
@@ -193,14 +193,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let ds = Dataset::load(&args.images, args.labels.as_deref(), strict)
         .map_err(crate::listing_hint)?
         .with_decode_options(decode);
-    let arch = VitConfig::from_preset_or_file(&args.arch)?;
-    if arch.in_chans != 3 {
-        bail!(
-            "{}: in_chans = {}: every view is an RGB image, so the architecture must take 3 input channels",
-            args.arch,
-            arch.in_chans
-        );
-    }
+    let arch = crate::rgb_arch(&args.arch)?;
     let weights_sha256 = sha256_file(&args.weights)?;
     let vit = Vit::<B>::from_file(&arch, &args.weights, device)?;
     let mut builder = Fungi::<B>::builder(device)

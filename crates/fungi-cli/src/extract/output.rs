@@ -15,6 +15,17 @@ use serde::{Deserialize, Serialize};
 use super::chunks::read_chunk;
 use crate::npy;
 
+/// Columns `[b.offset, b.offset + b.dim)` of the `n` rows of width `dim`, row-major.
+fn block_columns(features: &[f32], n: usize, dim: usize, b: &Block) -> Vec<f32> {
+    (0..n)
+        .flat_map(|r| {
+            features[r * dim + b.offset..r * dim + b.offset + b.dim]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
 #[cfg(feature = "hdf5")]
 fn write_hdf5(
     out: &Path,
@@ -43,14 +54,8 @@ fn write_hdf5(
         {
             let f = hdf5_metno::File::create(&tmp)
                 .with_context(|| format!("creating {}", tmp.display()))?;
-            let block: Vec<f32> = (0..n)
-                .flat_map(|r| {
-                    features[r * dim + b.offset..r * dim + b.offset + b.dim]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            let arr = ndarray::Array2::from_shape_vec((n, b.dim), block)?;
+            let arr =
+                ndarray::Array2::from_shape_vec((n, b.dim), block_columns(features, n, dim, b))?;
             f.new_dataset_builder().with_data(&arr).create(key)?;
             f.new_dataset_builder()
                 .with_data(&targets)
@@ -137,13 +142,7 @@ pub(crate) fn finish(
             let mut tensors: Vec<TensorBytes> = blocks
                 .iter()
                 .map(|bl| {
-                    let data: Vec<f32> = (0..n)
-                        .flat_map(|r| {
-                            features[r * dim + bl.offset..r * dim + bl.offset + bl.dim]
-                                .iter()
-                                .copied()
-                        })
-                        .collect();
+                    let data = block_columns(&features, n, dim, bl);
                     TensorBytes::f32(bl.name.clone(), vec![n, bl.dim], &data)
                 })
                 .collect();
