@@ -220,10 +220,7 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
             o.validate()?;
         }
         let (e, seed) = (vit.embed_dim(), self.config.seed);
-        let mut b = FungiExtractor::builder(vit).config(self.config.extractor_config());
-        for o in &self.config.objectives {
-            b = b.objective(o.build::<B>(e, seed, &self.device)?);
-        }
+        let mut b = self.config.extractor_builder(vit)?;
         for make in self.custom {
             b = b.objective(make(e, seed, &self.device)?);
         }

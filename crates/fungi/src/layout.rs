@@ -99,6 +99,13 @@ pub struct RunIdentity {
 }
 
 impl RunIdentity {
+    /// Reads `dir/run.json`.
+    ///
+    /// # Errors
+    /// A missing, unreadable or malformed file (naming it).
+    pub fn read(dir: &Path) -> Result<Self, LayoutError> {
+        read_json(&dir.join(RUN_FILE), "run identity")
+    }
     /// Number of chunks of the dataset.
     pub fn total_chunks(&self) -> usize {
         self.dataset_len.div_ceil(self.chunk_size.max(1))
@@ -203,16 +210,6 @@ impl Manifest {
     /// Width of a row.
     pub fn dim(&self) -> usize {
         self.blocks.iter().map(|b| b.dim).sum()
-    }
-}
-
-impl RunIdentity {
-    /// Reads `dir/run.json`.
-    ///
-    /// # Errors
-    /// A missing, unreadable or malformed file (naming it).
-    pub fn read(dir: &Path) -> Result<Self, LayoutError> {
-        read_json(&dir.join(RUN_FILE), "run identity")
     }
 }
 

@@ -289,13 +289,23 @@ impl FungiConfig {
         &self,
         backbone: fungi_backbone::Vit<B>,
     ) -> fungi_core::Result<FungiExtractor<B>> {
+        self.extractor_builder(backbone)?.build()
+    }
+
+    /// The extractor builder over a backbone with these settings and objectives (made with
+    /// the backbone's embedding size, the seed and its device), for adding more before
+    /// [`FungiExtractorBuilder::build`](fungi_core::extractor::FungiExtractorBuilder::build).
+    pub fn extractor_builder<B: fungi_backbone::AutodiffVitOps>(
+        &self,
+        backbone: fungi_backbone::Vit<B>,
+    ) -> fungi_core::Result<fungi_core::extractor::FungiExtractorBuilder<B>> {
         let device = backbone.cls_token.val().device();
         let e = backbone.embed_dim();
         let mut b = FungiExtractor::builder(backbone).config(self.extractor_config());
         for o in &self.objectives {
             b = b.objective(o.build::<B>(e, self.seed, &device)?);
         }
-        b.build()
+        Ok(b)
     }
 }
 

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use fungi::layout::{is_chunk_file, Manifest, RunIdentity, CHUNKS_DIR, MANIFEST_FILE, RUN_FILE};
+use fungi::layout::{
+    is_chunk_file, LayoutError, Manifest, RunIdentity, CHUNKS_DIR, MANIFEST_FILE, RUN_FILE,
+};
 
 /// Whether `a` and `b` name the same file (also when `b` does not exist yet).
 pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
@@ -68,16 +70,13 @@ pub(crate) fn inspect_out(out: &Path) -> Result<Existing> {
     if out.exists() && !out.is_dir() {
         bail!("--out {}: exists and is not a directory", out.display());
     }
-    let run_path = out.join(RUN_FILE);
-    let run = if run_path.exists() {
-        let text = std::fs::read_to_string(&run_path)
-            .with_context(|| format!("reading {}", run_path.display()))?;
-        Some(serde_json::from_str::<RunIdentity>(&text).with_context(|| {
-            format!(
-                "{}: not a fungi run identity (damaged? it records the settings of the run in {})",
-                run_path.display(),
+    let run = if out.join(RUN_FILE).exists() {
+        Some(RunIdentity::read(out).map_err(|e| match e {
+            e @ LayoutError::Invalid { .. } => anyhow::anyhow!(
+                "{e}: damaged? it records the settings of the run in {}",
                 out.display()
-            )
+            ),
+            e => e.into(),
         })?)
     } else {
         None
@@ -89,11 +88,13 @@ pub(crate) fn inspect_out(out: &Path) -> Result<Existing> {
                 .count()
         })
         .unwrap_or(0);
-    let manifest_path = out.join(MANIFEST_FILE);
-    let manifest = if manifest_path.exists() {
-        let text = std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("reading {}", manifest_path.display()))?;
-        serde_json::from_str::<Manifest>(&text).ok()
+    // A manifest that does not parse (an older or damaged one) is rewritten at the end.
+    let manifest = if out.join(MANIFEST_FILE).exists() {
+        match Manifest::read(out) {
+            Ok(m) => Some(m),
+            Err(LayoutError::Invalid { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };
