@@ -95,7 +95,7 @@ fn loss_value_matches_a_host_computation() {
     let mut dc = DeepClusterObjective::<B>::new(config(), 64, 5, &device()).unwrap();
     let state = ex.objectives()[0].state();
     dc.load_state(&state).unwrap();
-    let views = ex.views(0, &imgs[2..3], &[2]);
+    let views = ex.views(0, &imgs[2..3], &[2]).unwrap();
     let x = Tensor::<fungi_tests::TestBackend, 4>::from_data(
         TensorData::new(views, [10, 3, 224, 224]),
         &device(),
@@ -182,7 +182,7 @@ fn batched_losses_equal_the_per_image_losses() {
     let (ex, imgs) = set_up(8);
     let dc = &ex.objectives()[0];
     let idx: Vec<u64> = (0..8).collect();
-    let views = ex.views(0, &imgs, &idx);
+    let views = ex.views(0, &imgs, &idx).unwrap();
     let x = Tensor::<fungi_tests::TestBackend, 4>::from_data(
         TensorData::new(views, [80, 3, 224, 224]),
         &device(),

@@ -345,10 +345,18 @@ fn empty_in_memory_images_are_errors_naming_the_image_not_panics() {
         (ex.prepare(&imgs, &[0, 1, 7]).err(), "at dataset index 7"),
         (ex.extract(&imgs, &[0, 1, 7]).err(), "at dataset index 7"),
         (ex.raw_embeddings(&imgs).err(), "at position 2 of the call"),
+        (ex.views(0, &imgs, &[0, 1, 7]).err(), "at dataset index 7"),
     ] {
         let e = e.unwrap().to_string();
         assert!(e.contains(name) && e.contains("empty (0x0)"), "{e}");
     }
+    let e = ex.views(2, &imgs[..1], &[0]).err().unwrap().to_string();
+    assert!(
+        e.contains("objective index") && e.contains("below 2"),
+        "{e}"
+    );
+    let e = ex.views(0, &imgs[..2], &[0]).err().unwrap().to_string();
+    assert!(e.contains("global indices"), "{e}");
     let e = Fungi::<B>::builder(&device())
         .backbone(golden_vit())
         .objectives(vec![small_simclr()])

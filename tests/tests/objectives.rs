@@ -128,7 +128,7 @@ fn simclr_matches_fungivision_golden() {
     let ex = extractor(vec![Box::new(simclr(SimclrLoss::Fungivision))], 4);
     let imgs = golden_images(true).unwrap();
     let idx: Vec<u64> = (0..8).collect();
-    let views = ex.views(0, &imgs, &idx); // Patchify is deterministic and bit-exact
+    let views = ex.views(0, &imgs, &idx).unwrap(); // Patchify is deterministic and bit-exact
     let out = ex.objective_from_views(0, &views, 8).unwrap();
     check_golden("simclr.safetensors", &out, ("abs", 0.25));
 }
@@ -146,12 +146,12 @@ fn wrapper_features(batch: usize) -> Vec<f32> {
     let imgs = golden_images(true).unwrap();
     let idx: Vec<u64> = (0..8).collect();
     let kl = ex
-        .objective_from_views(0, &ex.views(0, &imgs, &idx), 8)
+        .objective_from_views(0, &ex.views(0, &imgs, &idx).unwrap(), 8)
         .unwrap();
     let dv: Vec<f32> = (0..8).flat_map(dino_views).collect();
     let dino = ex.objective_from_views(1, &dv, 8).unwrap();
     let sim = ex
-        .objective_from_views(2, &ex.views(2, &imgs, &idx), 8)
+        .objective_from_views(2, &ex.views(2, &imgs, &idx).unwrap(), 8)
         .unwrap();
     (0..8)
         .flat_map(|r| {
@@ -205,7 +205,7 @@ fn per_image_gradients_do_not_depend_on_the_batch_for_every_objective() {
             ],
             1,
         );
-        let views = ex2.views(k, &imgs[..2], &[0, 1]);
+        let views = ex2.views(k, &imgs[..2], &[0, 1]).unwrap();
         let pair = ex2.objective_from_views(k, &views, 2).unwrap();
         let one = ex1
             .objective_from_views(k, &views[..views.len() / 2], 1)
@@ -381,12 +381,14 @@ fn views_depend_on_seed_and_global_index_only() {
     // Same (seed, objective, global index) -> same DINO crops, whatever the batch around it.
     let imgs = golden_images(true).unwrap();
     let ex = extractor(vec![Box::new(dino())], 8);
-    let all = ex.views(0, &imgs, &[0, 1, 2, 3, 4, 5, 6, 7]);
+    let all = ex.views(0, &imgs, &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let per = 12 * 3 * 224 * 224;
-    let shuffled = ex.views(0, &[imgs[5].clone(), imgs[2].clone()], &[5, 2]);
+    let shuffled = ex
+        .views(0, &[imgs[5].clone(), imgs[2].clone()], &[5, 2])
+        .unwrap();
     assert_eq!(&shuffled[..per], &all[5 * per..6 * per]);
     assert_eq!(&shuffled[per..], &all[2 * per..3 * per]);
     // Another global index (e.g. the same image at another dataset position) draws other crops.
-    let other = ex.views(0, &imgs[5..6], &[105]);
+    let other = ex.views(0, &imgs[5..6], &[105]).unwrap();
     assert_ne!(&other[..], &all[5 * per..6 * per]);
 }

@@ -653,7 +653,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
             .then(|| eval_inputs(images));
         let views = (0..self.objectives.len())
             .map(|k| self.views(k, images, global_indices))
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(PreparedBatch {
             n,
             global_indices: global_indices.to_vec(),
@@ -725,16 +725,33 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     }
 
     /// The views of `images` for objective `k`, each from the stream `(seed, name, index)`.
-    pub fn views(&self, k: usize, images: &[RgbImage], global_indices: &[u64]) -> Vec<f32> {
-        let o = &self.objectives[k];
-        images
+    ///
+    /// # Errors
+    /// When there is no objective `k`, the lengths differ, or an image has no pixels.
+    pub fn views(&self, k: usize, images: &[RgbImage], global_indices: &[u64]) -> Result<Vec<f32>> {
+        let o = self.objectives.get(k).ok_or_else(|| Error::Mismatch {
+            what: "objective index".into(),
+            expected: format!("below {} (the number of objectives)", self.objectives.len()),
+            found: k.to_string(),
+        })?;
+        if global_indices.len() != images.len() {
+            return Err(Error::Mismatch {
+                what: "global indices".into(),
+                expected: format!("one per image ({})", images.len()),
+                found: global_indices.len().to_string(),
+            });
+        }
+        check_images(images, |i| {
+            format!("at dataset index {}", global_indices[i])
+        })?;
+        Ok(images
             .par_iter()
             .zip(global_indices.par_iter())
             .flat_map_iter(|(im, &idx)| {
                 let mut rng = stream(self.config.seed, o.name(), idx);
                 o.views(im, &mut rng)
             })
-            .collect()
+            .collect())
     }
 
     /// Objective `k` on ready-made views (`[N·V, 3, H, W]` normalised, image-major), in batches.
