@@ -3,7 +3,9 @@
 
 use image::RgbImage;
 
-use crate::normalize::{to_chw_normalized, ScaleFormula};
+use crate::normalize::{
+    to_chw_normalized, to_chw_normalized_with, ScaleFormula, IMAGENET_MEAN, IMAGENET_STD,
+};
 use crate::resample::{crop, resize_crop, resize_torch_u8, Filter};
 
 /// Python's `round()` (half to even) of a non-negative `x / 2`, as torchvision's `CenterCrop`
@@ -48,14 +50,25 @@ pub fn eval_geometry(w: u32, h: u32, resize_to: u32, crop_size: u32) -> ((u64, u
     ((nw, nh), (left, top))
 }
 
-/// DINO's `eval_knn.py` transform: `Resize(256, BICUBIC)` (PIL), `CenterCrop(224)`, `ToTensor`,
-/// ImageNet `Normalize`.
+/// An eval transform: resize the short side (PIL, with `filter`), center crop, `ToTensor`,
+/// `Normalize(mean, std)`.
+///
+/// The default is DINO's `eval_knn.py` transform: `Resize(256, BICUBIC)`, `CenterCrop(224)`,
+/// ImageNet statistics. A model's own eval transform (timm's `pretrained_cfg`, torchvision's
+/// weights transforms) is the same pipeline with its numbers: see [`EvalTransform::timm`] and
+/// [`EvalTransform::torchvision`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalTransform {
     /// Short side after resizing (256).
     pub resize: u32,
     /// Center-crop size (224).
     pub crop: u32,
+    /// Resampling filter of the resize (PIL bicubic).
+    pub filter: Filter,
+    /// Per-channel mean subtracted after scaling to `[0, 1]` (ImageNet).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (ImageNet).
+    pub std: [f32; 3],
 }
 
 impl Default for EvalTransform {
@@ -63,11 +76,50 @@ impl Default for EvalTransform {
         Self {
             resize: 256,
             crop: 224,
+            filter: Filter::Bicubic,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
         }
     }
 }
 
 impl EvalTransform {
+    /// timm's eval transform for `img_size` and `crop_pct` (`transforms_imagenet_eval`,
+    /// `crop_mode="center"`): short side to `floor(img_size / crop_pct)`, center crop `img_size`.
+    pub fn timm(
+        img_size: u32,
+        crop_pct: f64,
+        filter: Filter,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Self {
+        Self {
+            resize: (img_size as f64 / crop_pct).floor() as u32,
+            crop: img_size,
+            filter,
+            mean,
+            std,
+        }
+    }
+
+    /// torchvision's `ImageClassification(crop_size, resize_size, interpolation)` weights
+    /// transform (on PIL images: the same resize, crop and normalisation).
+    pub fn torchvision(
+        crop: u32,
+        resize: u32,
+        filter: Filter,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Self {
+        Self {
+            resize,
+            crop,
+            filter,
+            mean,
+            std,
+        }
+    }
+
     /// The 8-bit view (before normalisation), `crop x crop` RGB. Only the crop is computed
     /// ([`resize_crop`], bit-identical to resizing then cropping), so memory stays bounded for
     /// any aspect ratio.
@@ -77,20 +129,16 @@ impl EvalTransform {
     pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
         let ((nw, nh), (left, top)) =
             eval_geometry(img.width(), img.height(), self.resize, self.crop);
-        resize_crop(
-            img,
-            nw,
-            nh,
-            Filter::Bicubic,
-            left,
-            top,
-            self.crop,
-            self.crop,
-        )
+        resize_crop(img, nw, nh, self.filter, left, top, self.crop, self.crop)
     }
     /// The normalised CHW `f32` view.
     pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
-        to_chw_normalized(&self.apply_u8(img), ScaleFormula::Divide)
+        to_chw_normalized_with(
+            &self.apply_u8(img),
+            ScaleFormula::Divide,
+            self.mean,
+            self.std,
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use burn::prelude::*;
 
 use crate::attention::Attention;
 use crate::layer_norm::LayerNorm;
-use crate::mlp::{gelu_exact, Mlp};
+use crate::mlp::{activate, Mlp};
 use crate::ops::{LinearEpilogue, VitOps};
 use crate::target::Site;
 
@@ -102,7 +102,7 @@ impl<B: VitOps> Block<B> {
     /// `x + ls2(mlp(norm2(x)))`.
     fn mlp_half(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = B::vit_layer_norm(x.clone(), &self.norm2);
-        let g = B::vit_linear(h, &self.mlp.fc1, LinearEpilogue::Gelu);
+        let g = self.mlp.hidden(h);
         B::vit_linear(g, &self.mlp.fc2, residual_epilogue(x, &self.ls2))
     }
 
@@ -139,7 +139,7 @@ impl<B: VitOps> Block<B> {
                 input: h2,
             };
         }
-        let g = B::vit_linear(h2, &self.mlp.fc1, LinearEpilogue::Gelu);
+        let g = self.mlp.hidden(h2);
         BlockTap {
             residual: x2,
             input: g,
@@ -168,7 +168,7 @@ impl<B: VitOps> Block<B> {
             }
             Site::Proj => self.after_proj(residual, y),
             Site::Fc1 => B::vit_linear(
-                gelu_exact(y),
+                activate(self.mlp.act, y),
                 &self.mlp.fc2,
                 residual_epilogue(residual, &self.ls2),
             ),

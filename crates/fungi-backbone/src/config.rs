@@ -6,6 +6,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::family::{Act, Layout, ModelTransform, Pool, PosPrefix};
 use crate::vit::Vit;
 
 /// Names of the built-in architecture presets.
@@ -16,6 +17,19 @@ pub const PRESETS: &[&str] = &[
     "dino_vitb8",
     "dinov2_vits14",
     "dinov2_vitb14",
+    "dinov2_vits14_reg",
+    "dinov2_vitb14_reg",
+    "vit_small_patch16_224.augreg_in1k",
+    "vit_small_patch16_224.augreg_in21k",
+    "vit_base_patch16_224.augreg_in1k",
+    "vit_base_patch16_224.augreg_in21k",
+    "vit_large_patch16_224.augreg_in21k",
+    "vit_base_patch16_clip_224.openai",
+    "vit_base_patch16_224.mae",
+    "deit3_small_patch16_224.fb_in1k",
+    "deit3_base_patch16_224.fb_in1k",
+    "vit_b_16",
+    "vit_b_32",
 ];
 
 /// Keys an architecture JSON may carry for people (documentation, provenance) or for DINO's
@@ -65,10 +79,12 @@ const FIELDS: &[&str] = &[
     "layer_norm_eps",
     "layer_scale",
     "interpolate_offset",
+    "num_register_tokens",
+    "interpolate_antialias",
 ];
 
 /// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -136,13 +152,81 @@ pub struct VitConfig {
     #[serde(default)]
     pub layer_scale: bool,
     /// Offset added to the target grid size when the position embedding is interpolated
-    /// (DINO's and DINOv2's `+ 0.1` kludge).
+    /// (DINO's and DINOv2's `+ 0.1` kludge; 0 interpolates to the size, as timm and Hugging
+    /// Face do).
     #[serde(default = "default_offset")]
     pub interpolate_offset: f64,
+    /// Antialiased bicubic interpolation of the position embedding (DINOv2 with registers:
+    /// `interpolate_antialias=True`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub interpolate_antialias: bool,
+    /// Register tokens (DINOv2's `num_register_tokens`, timm's `reg_tokens`).
+    #[serde(
+        default,
+        alias = "num_register_tokens",
+        skip_serializing_if = "is_zero"
+    )]
+    pub reg_tokens: usize,
+
+    // The options below are set by the other families' configs (timm, torchvision, Hugging
+    // Face; see `family`); their defaults are DINO's, and a DINO config never serialises them.
+    /// How the checkpoint names its tensors.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub layout: Layout,
+    /// Whether there is a class token (timm's `class_token`).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub class_token: bool,
+    /// Which prefix tokens the position embedding covers (timm's `no_embed_class`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pos_prefix: PosPrefix,
+    /// A LayerNorm after the position embedding (`norm_pre`, CLIP).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pre_norm: bool,
+    /// A LayerNorm over the tokens after the blocks (`norm`).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub final_norm: bool,
+    /// A LayerNorm after pooling (`fc_norm`, MAE-style) instead of `norm`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fc_norm: bool,
+    /// Token pooling.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub global_pool: Pool,
+    /// Outputs of a Linear head kept as the embedding (`head`, e.g. CLIP's projection); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_classes: usize,
+    /// MLP activation.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub act_layer: Act,
+    /// LayerNorm of queries and keys per head (`attn.q_norm`, `attn.k_norm`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qk_norm: bool,
+    /// Whether `attn.proj` and the MLP's `fc1` / `fc2` have biases (timm's `proj_bias`).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub proj_bias: bool,
+    /// Whether the patch embedding has a bias (timm: not with `pre_norm`).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub patch_bias: bool,
+    /// The model's own eval transform (timm's `pretrained_cfg`, torchvision's weights
+    /// transforms), if the config carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<ModelTransform>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn is_true(v: &bool) -> bool {
+    *v
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl VitConfig {
-    fn dino(patch_size: usize, embed_dim: usize, num_heads: usize) -> Self {
+    pub(crate) fn dino(patch_size: usize, embed_dim: usize, num_heads: usize) -> Self {
         Self {
             img_size: 224,
             patch_size,
@@ -155,6 +239,21 @@ impl VitConfig {
             layer_norm_eps: 1e-6,
             layer_scale: false,
             interpolate_offset: 0.1,
+            interpolate_antialias: false,
+            reg_tokens: 0,
+            layout: Layout::Dino,
+            class_token: true,
+            pos_prefix: PosPrefix::Cls,
+            pre_norm: false,
+            final_norm: true,
+            fc_norm: false,
+            global_pool: Pool::Token,
+            num_classes: 0,
+            act_layer: Act::Gelu,
+            qk_norm: false,
+            proj_bias: true,
+            patch_bias: true,
+            transform: None,
         }
     }
     fn dinov2(embed_dim: usize, num_heads: usize) -> Self {
@@ -189,6 +288,25 @@ impl VitConfig {
     pub fn dinov2_vitb14() -> Self {
         Self::dinov2(768, 12)
     }
+    /// DINOv2 ViT-S/14 with 4 registers (`dinov2_vits14_reg`, torch.hub's
+    /// `dinov2_vits14_reg4_pretrain.pth`).
+    pub fn dinov2_vits14_reg() -> Self {
+        Self {
+            reg_tokens: 4,
+            interpolate_offset: 0.0,
+            interpolate_antialias: true,
+            ..Self::dinov2(384, 6)
+        }
+    }
+    /// DINOv2 ViT-B/14 with 4 registers (`dinov2_vitb14_reg`).
+    pub fn dinov2_vitb14_reg() -> Self {
+        Self {
+            reg_tokens: 4,
+            interpolate_offset: 0.0,
+            interpolate_antialias: true,
+            ..Self::dinov2(768, 12)
+        }
+    }
 
     /// A preset by name (see [`PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
@@ -199,11 +317,16 @@ impl VitConfig {
             "dino_vitb8" => Self::dino_vitb8(),
             "dinov2_vits14" => Self::dinov2_vits14(),
             "dinov2_vitb14" => Self::dinov2_vitb14(),
-            _ => {
-                return Err(Error::UnknownPreset {
-                    name: name.to_string(),
-                })
-            }
+            "dinov2_vits14_reg" => Self::dinov2_vits14_reg(),
+            "dinov2_vitb14_reg" => Self::dinov2_vitb14_reg(),
+            other => match crate::presets::other_family(other) {
+                Some(cfg) => cfg,
+                None => {
+                    return Err(Error::UnknownPreset {
+                        name: name.to_string(),
+                    })
+                }
+            },
         };
         Ok(cfg)
     }
@@ -220,6 +343,10 @@ impl VitConfig {
         let mut map: serde_json::Map<String, serde_json::Value> =
             serde_path_to_error::deserialize(de)
                 .map_err(|e| parse_err(format!("`{}`: {}", e.path(), e.inner())))?;
+        if let Some(cfg) = crate::parse::other_family(&mut map, source_name)? {
+            cfg.validate(source_name)?;
+            return Ok(cfg);
+        }
         let mut derived = Vec::new();
         for key in map.keys().cloned().collect::<Vec<_>>() {
             if FIELDS.contains(&key.as_str()) {
@@ -324,10 +451,20 @@ impl VitConfig {
             .checked_add(3)?
             .checked_mul(e)?
             .checked_add(e.checked_mul(c)?.checked_mul(p)?.checked_mul(p)?)?;
-        per_block
+        let approx = per_block
             .checked_mul(self.depth as u64)?
             .checked_add(stem)?
-            .checked_add(2 * e)
+            .checked_add(2 * e)?;
+        if approx > (1 << 40) || self.depth > 100_000 {
+            return Some(approx);
+        }
+        // Small enough to list: exact for every family option.
+        Some(
+            self.state_dict_shapes()
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>() as u64)
+                .sum(),
+        )
     }
 
     /// Reads a JSON architecture config file.
@@ -410,6 +547,29 @@ impl VitConfig {
                 "a number in [0, 1)",
             ));
         }
+        if !self.class_token && self.global_pool == Pool::Token {
+            return Err(err(
+                "global_pool",
+                "\"token\"".into(),
+                "\"avg\", \"max\" or \"avgmax\": token pooling needs the class token",
+            ));
+        }
+        if let Some(t) = &self.transform {
+            if t.crop == 0 || t.resize < t.crop {
+                return Err(err(
+                    "transform",
+                    format!("resize {} / crop {}", t.resize, t.crop),
+                    "a positive crop no larger than the resized short side",
+                ));
+            }
+            if !t.std.iter().chain(&t.mean).all(|v| v.is_finite()) || t.std.contains(&0.0) {
+                return Err(err(
+                    "transform",
+                    format!("mean {:?} / std {:?}", t.mean, t.std),
+                    "finite means and non-zero finite standard deviations",
+                ));
+            }
+        }
         // The weights are held twice while loading (file values + backbone tensors), f32.
         let bytes = self.num_parameters().and_then(|n| n.checked_mul(8));
         if let Some((needed, available)) = crate::memory::exceeds(bytes) {
@@ -444,7 +604,8 @@ impl VitConfig {
         self.img_size / self.patch_size
     }
 
-    /// Every parameter of the architecture as (state-dict key, PyTorch shape), in state-dict order.
+    /// Every parameter of the architecture as (key, PyTorch shape), in state-dict order, named
+    /// as the model's fields are (DINO / timm names; [`crate::keys`] maps other layouts).
     pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (e, h, p, c) = (
             self.embed_dim,
@@ -453,12 +614,26 @@ impl VitConfig {
             self.in_chans,
         );
         let g = self.pos_grid();
-        let mut v: Vec<(String, Vec<usize>)> = vec![
-            ("cls_token".into(), vec![1, 1, e]),
-            ("pos_embed".into(), vec![1, 1 + g * g, e]),
-            ("patch_embed.proj.weight".into(), vec![e, c, p, p]),
-            ("patch_embed.proj.bias".into(), vec![e]),
-        ];
+        let hd = self.head_dim();
+        let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+        if self.class_token {
+            v.push(("cls_token".into(), vec![1, 1, e]));
+        }
+        if self.reg_tokens > 0 {
+            v.push(("reg_token".into(), vec![1, self.reg_tokens, e]));
+        }
+        v.push((
+            "pos_embed".into(),
+            vec![1, self.pos_prefix_len() + g * g, e],
+        ));
+        v.push(("patch_embed.proj.weight".into(), vec![e, c, p, p]));
+        if self.patch_bias {
+            v.push(("patch_embed.proj.bias".into(), vec![e]));
+        }
+        if self.pre_norm {
+            v.push(("norm_pre.weight".into(), vec![e]));
+            v.push(("norm_pre.bias".into(), vec![e]));
+        }
         for i in 0..self.depth {
             let b = format!("blocks.{i}.");
             v.push((format!("{b}norm1.weight"), vec![e]));
@@ -467,34 +642,89 @@ impl VitConfig {
             if self.qkv_bias {
                 v.push((format!("{b}attn.qkv.bias"), vec![3 * e]));
             }
+            if self.qk_norm {
+                for n in ["q_norm", "k_norm"] {
+                    v.push((format!("{b}attn.{n}.weight"), vec![hd]));
+                    v.push((format!("{b}attn.{n}.bias"), vec![hd]));
+                }
+            }
             v.push((format!("{b}attn.proj.weight"), vec![e, e]));
-            v.push((format!("{b}attn.proj.bias"), vec![e]));
+            if self.proj_bias {
+                v.push((format!("{b}attn.proj.bias"), vec![e]));
+            }
             if self.layer_scale {
                 v.push((format!("{b}ls1.gamma"), vec![e]));
             }
             v.push((format!("{b}norm2.weight"), vec![e]));
             v.push((format!("{b}norm2.bias"), vec![e]));
             v.push((format!("{b}mlp.fc1.weight"), vec![h, e]));
-            v.push((format!("{b}mlp.fc1.bias"), vec![h]));
+            if self.proj_bias {
+                v.push((format!("{b}mlp.fc1.bias"), vec![h]));
+            }
             v.push((format!("{b}mlp.fc2.weight"), vec![e, h]));
-            v.push((format!("{b}mlp.fc2.bias"), vec![e]));
+            if self.proj_bias {
+                v.push((format!("{b}mlp.fc2.bias"), vec![e]));
+            }
             if self.layer_scale {
                 v.push((format!("{b}ls2.gamma"), vec![e]));
             }
         }
-        v.push(("norm.weight".into(), vec![e]));
-        v.push(("norm.bias".into(), vec![e]));
+        if self.final_norm {
+            v.push(("norm.weight".into(), vec![e]));
+            v.push(("norm.bias".into(), vec![e]));
+        }
+        if self.fc_norm {
+            v.push(("fc_norm.weight".into(), vec![e]));
+            v.push(("fc_norm.bias".into(), vec![e]));
+        }
+        if self.num_classes > 0 {
+            v.push(("head.weight".into(), vec![self.num_classes, e]));
+            v.push(("head.bias".into(), vec![self.num_classes]));
+        }
         v
     }
 
-    /// Keys that checkpoints of this architecture may carry although the forward pass does not use
-    /// them; they are accepted and ignored (DINOv2's `mask_token`, used only for iBOT masking).
-    pub fn ignored_keys(&self) -> &'static [&'static str] {
-        if self.layer_scale {
-            &["mask_token"]
-        } else {
-            &[]
+    /// Rows of the position embedding before the patch grid (prefix tokens it covers).
+    pub fn pos_prefix_len(&self) -> usize {
+        let cls = usize::from(self.class_token);
+        match self.pos_prefix {
+            PosPrefix::Cls => cls,
+            PosPrefix::All => cls + self.reg_tokens,
+            PosPrefix::None => 0,
         }
+    }
+
+    /// Tokens before the patch tokens (class token and registers).
+    pub fn num_prefix_tokens(&self) -> usize {
+        usize::from(self.class_token) + self.reg_tokens
+    }
+
+    /// Dimension of the embedding the model returns: `num_classes` with a head, else
+    /// `embed_dim`.
+    pub fn out_dim(&self) -> usize {
+        if self.num_classes > 0 {
+            self.num_classes
+        } else {
+            self.embed_dim
+        }
+    }
+
+    /// Keys (model names) that checkpoints of this architecture may carry although the forward
+    /// pass does not use them; they are accepted and ignored: DINOv2's `mask_token` (iBOT
+    /// masking only), a classifier `head` when the config keeps none (`num_classes` 0: timm's
+    /// `num_classes=0`, torchvision's `heads = Identity`), Hugging Face ViT's `pooler`.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.layer_scale || matches!(self.layout, Layout::HfDinov2 | Layout::HfVit) {
+            v.push("mask_token");
+        }
+        if self.num_classes == 0 && matches!(self.layout, Layout::Timm | Layout::Torchvision) {
+            v.extend(["head.weight", "head.bias"]);
+        }
+        if self.layout == Layout::HfVit {
+            v.extend(["pooler.dense.weight", "pooler.dense.bias"]);
+        }
+        v
     }
 
     /// A randomly initialised model (DINO's init: truncated-normal std 0.02 for linear weights,

@@ -48,6 +48,44 @@ pub enum KeyProblem {
     },
 }
 
+impl KeyProblem {
+    /// The problem with its key renamed by `f` (model names back to the checkpoint's). An
+    /// unexpected key is the file's own name already and is kept.
+    pub fn renamed(self, f: impl Fn(&str) -> String) -> Self {
+        match self {
+            KeyProblem::Missing { key, expected } => KeyProblem::Missing {
+                key: f(&key),
+                expected,
+            },
+            KeyProblem::Shape {
+                key,
+                expected,
+                found,
+            } => KeyProblem::Shape {
+                key: f(&key),
+                expected,
+                found,
+            },
+            KeyProblem::DType { key, found } => KeyProblem::DType {
+                key: f(&key),
+                found,
+            },
+            KeyProblem::NonFinite {
+                key,
+                count,
+                first,
+                value,
+            } => KeyProblem::NonFinite {
+                key: f(&key),
+                count,
+                first,
+                value,
+            },
+            p @ KeyProblem::Unexpected { .. } => p,
+        }
+    }
+}
+
 impl std::fmt::Display for KeyProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -106,7 +144,7 @@ pub enum Error {
         reason: String,
     },
     /// The file extension does not name a supported weights format.
-    #[error("{path}: unsupported weights format (expected a .pth/.pt PyTorch state dict or a .safetensors file)")]
+    #[error("{path}: unsupported weights format (expected a .pth/.pt PyTorch state dict, a .safetensors file or an exported .onnx model)")]
     UnsupportedFormat {
         /// File.
         path: PathBuf,
@@ -168,12 +206,14 @@ pub enum Error {
         name: String,
     },
     /// A target-layer path that the model does not have.
-    #[error("unknown layer `{path}`: valid layer paths are blocks.N.attn.qkv, blocks.N.attn.proj, blocks.N.mlp.fc1, blocks.N.mlp.fc2 with N from 0 to {} (e.g. `blocks.{}.attn.proj`)", depth.saturating_sub(1), depth.saturating_sub(1))]
+    #[error("unknown layer `{path}`: valid layer paths are blocks.N.attn.qkv, blocks.N.attn.proj, blocks.N.mlp.fc1, blocks.N.mlp.fc2 with N from 0 to {} (e.g. `blocks.{}.attn.proj`){}", depth.saturating_sub(1), depth.saturating_sub(1), layout_names(*layout, *depth))]
     UnknownLayer {
         /// The path given.
         path: String,
         /// Number of blocks of the model.
         depth: usize,
+        /// The checkpoint layout (its own names are valid too).
+        layout: crate::family::Layout,
     },
     /// A target layer this model cannot tap as asked: a block index past its depth, or the
     /// CLS-only path where it is not valid.
@@ -198,3 +238,25 @@ pub enum Error {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The valid target names of a checkpoint layout, for [`Error::UnknownLayer`].
+fn layout_names(layout: crate::family::Layout, depth: usize) -> String {
+    use crate::target::{Site, TargetLayer};
+    if matches!(
+        layout,
+        crate::family::Layout::Dino | crate::family::Layout::Timm
+    ) || depth == 0
+    {
+        return String::new();
+    }
+    let block = depth - 1;
+    let names: Vec<String> = [Site::Qkv, Site::Proj, Site::Fc1, Site::Fc2]
+        .into_iter()
+        .map(|site| crate::keys::target_name(layout, TargetLayer { block, site }))
+        .collect();
+    format!(
+        ", or as the {} checkpoint names them: {}",
+        layout.name(),
+        names.join(", ")
+    )
+}

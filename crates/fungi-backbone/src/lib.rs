@@ -1,8 +1,11 @@
 //! # fungi-backbone
 //!
-//! DINO (v1) and DINOv2 Vision Transformers in [Burn](https://burn.dev), generic over the
-//! backend, with module fields named exactly like the PyTorch state dict so DINO's released
-//! checkpoints (`.pth`) and safetensors files load without remapping, strictly.
+//! Vision Transformers in [Burn](https://burn.dev), generic over the backend: DINO (v1) and
+//! DINOv2 (with registers), timm's `VisionTransformer` family (AugReg, CLIP, MAE, DeiT III,
+//! configured by timm's keyword names), torchvision's `vit_b_16` / `vit_b_32` and Hugging
+//! Face's `Dinov2Model` / `ViTModel`. Module fields are named like the DINO / timm state dict,
+//! so those checkpoints (`.pth`, `.safetensors`, ONNX initializers) load without remapping,
+//! strictly; the other layouts are mapped by [`keys`].
 //!
 //! ```no_run
 //! use burn::backend::Flex;
@@ -25,14 +28,19 @@ mod attention;
 mod block;
 mod config;
 mod error;
+pub mod family;
+pub mod keys;
 mod layer_norm;
 mod linear;
 pub mod memory;
 mod mlp;
+mod onnx;
 pub mod ops;
+mod parse;
 mod patch_embed;
 pub mod pos_embed;
 pub mod precision;
+mod presets;
 mod target;
 mod vit;
 mod weights;
@@ -41,8 +49,9 @@ pub use attention::Attention;
 pub use block::{Block, BlockTap, LayerScale};
 pub use config::{VitConfig, PRESETS};
 pub use error::{Error, KeyProblem, Result};
+pub use family::{Act, Interpolation, Layout, ModelTransform, Pool, PosPrefix};
 pub use layer_norm::LayerNorm;
-pub use mlp::{gelu_exact, Mlp};
+pub use mlp::{activate, gelu_exact, gelu_tanh, quick_gelu, Mlp};
 pub use ops::{AutodiffVitOps, LinearEpilogue, VitOps};
 pub use patch_embed::PatchEmbed;
 pub use precision::Precision;

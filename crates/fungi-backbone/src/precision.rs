@@ -79,7 +79,7 @@ impl<B: Backend> Vit<B> {
     /// # Errors
     /// [`Error::UnsupportedPrecision`] when the backend has no `dtype` tensors (burn-ndarray).
     pub fn with_half_linears(&self, dtype: FloatDType) -> Result<Self, Error> {
-        let device = self.cls_token.val().device();
+        let device = self.device();
         if !B::supports_dtype(&device, dtype.into()) {
             return Err(Error::UnsupportedPrecision {
                 precision: format!("{dtype:?}").to_lowercase(),

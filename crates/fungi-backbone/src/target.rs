@@ -58,6 +58,7 @@ impl TargetLayer {
         let bad = || Error::UnknownLayer {
             path: path.to_string(),
             depth,
+            layout: crate::family::Layout::Dino,
         };
         let rest = path.strip_prefix("blocks.").ok_or_else(bad)?;
         let (idx, site) = rest.split_once('.').ok_or_else(bad)?;

@@ -45,7 +45,8 @@ fn format_err(path: &Path, format: &'static str, reason: impl ToString) -> Error
 }
 
 impl StateDict {
-    /// Reads `.safetensors`, or `.pth` / `.pt` / `.bin` (PyTorch `torch.save` of a state dict).
+    /// Reads `.safetensors`, `.pth` / `.pt` / `.bin` (PyTorch `torch.save` of a state dict) or
+    /// `.onnx` (the initializers of an exported graph, see `StateDict::read_onnx`).
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let ext = path
@@ -56,6 +57,7 @@ impl StateDict {
         match ext.as_str() {
             "safetensors" => Self::read_safetensors(path),
             "pth" | "pt" | "bin" | "ckpt" => Self::read_pytorch(path),
+            "onnx" => Self::read_onnx(path),
             _ => Err(Error::UnsupportedFormat {
                 path: path.to_path_buf(),
             }),
@@ -267,14 +269,22 @@ impl<B: Backend> Loader<'_, B> {
 impl<B: Backend> Vit<B> {
     /// Builds a model from a state dict, strictly: every expected key must be present with the
     /// right shape and a float dtype, and no unknown key may be present (except
-    /// [`VitConfig::ignored_keys`]).
+    /// [`VitConfig::ignored_keys`]). Keys are read in the config's [`crate::Layout`]
+    /// (torchvision / Hugging Face names are mapped, see [`crate::keys`]); problems name the
+    /// checkpoint's own keys.
     ///
     /// # Errors
     /// [`Error::Mismatch`] listing every missing/unexpected/mis-shaped/mis-typed key.
     pub fn from_state_dict(config: &VitConfig, sd: &StateDict, device: &B::Device) -> Result<Self> {
         config.validate(None)?;
+        let sd = &crate::keys::to_model_names(config.layout, sd);
         let problems = sd.check(config);
         if !problems.is_empty() {
+            let layout = config.layout;
+            let problems = problems
+                .into_iter()
+                .map(|p| p.renamed(|k| crate::keys::checkpoint_name(layout, k)))
+                .collect();
             return Err(Error::Mismatch {
                 path: sd.path.clone(),
                 problems,
@@ -288,11 +298,12 @@ impl<B: Backend> Vit<B> {
                 [config.patch_size, config.patch_size],
             )
             .with_stride([config.patch_size, config.patch_size])
+            .with_bias(config.patch_bias)
             .with_initializer(burn::nn::Initializer::Zeros)
             .init(device),
         };
         patch_embed.proj.weight = l.tensor("patch_embed.proj.weight");
-        patch_embed.proj.bias = Some(l.tensor("patch_embed.proj.bias"));
+        patch_embed.proj.bias = config.patch_bias.then(|| l.tensor("patch_embed.proj.bias"));
         let ls = |key: String| {
             config.layer_scale.then(|| LayerScale {
                 gamma: l.tensor(&key),
@@ -305,26 +316,37 @@ impl<B: Backend> Vit<B> {
                     norm1: l.norm(&format!("{b}.norm1"), eps),
                     attn: Attention {
                         qkv: l.linear(&format!("{b}.attn.qkv"), config.qkv_bias),
-                        proj: l.linear(&format!("{b}.attn.proj"), true),
+                        proj: l.linear(&format!("{b}.attn.proj"), config.proj_bias),
+                        q_norm: config
+                            .qk_norm
+                            .then(|| l.norm(&format!("{b}.attn.q_norm"), eps)),
+                        k_norm: config
+                            .qk_norm
+                            .then(|| l.norm(&format!("{b}.attn.k_norm"), eps)),
                         num_heads: config.num_heads,
                         scale: (config.head_dim() as f64).powf(-0.5),
                     },
                     ls1: ls(format!("{b}.ls1.gamma")),
                     norm2: l.norm(&format!("{b}.norm2"), eps),
                     mlp: Mlp {
-                        fc1: l.linear(&format!("{b}.mlp.fc1"), true),
-                        fc2: l.linear(&format!("{b}.mlp.fc2"), true),
+                        fc1: l.linear(&format!("{b}.mlp.fc1"), config.proj_bias),
+                        fc2: l.linear(&format!("{b}.mlp.fc2"), config.proj_bias),
+                        act: config.act_layer,
                     },
                     ls2: ls(format!("{b}.ls2.gamma")),
                 }
             })
             .collect();
         Ok(Self {
-            cls_token: l.tensor("cls_token"),
+            cls_token: config.class_token.then(|| l.tensor("cls_token")),
+            reg_token: (config.reg_tokens > 0).then(|| l.tensor("reg_token")),
             pos_embed: l.tensor("pos_embed"),
             patch_embed,
+            norm_pre: config.pre_norm.then(|| l.norm("norm_pre", eps)),
             blocks,
-            norm: l.norm("norm", eps),
+            norm: config.final_norm.then(|| l.norm("norm", eps)),
+            fc_norm: config.fc_norm.then(|| l.norm("fc_norm", eps)),
+            head: (config.num_classes > 0).then(|| l.linear("head", true)),
             config: config.clone(),
         })
     }
@@ -339,7 +361,8 @@ impl<B: Backend> Vit<B> {
         Self::from_state_dict(config, &sd, device)
     }
 
-    /// The parameters as a PyTorch-layout state dict (Linear weights transposed back to `[out, in]`).
+    /// The parameters as a PyTorch-layout state dict with the model's (DINO / timm) names
+    /// (Linear weights transposed back to `[out, in]`).
     pub fn to_state_dict(&self) -> StateDict {
         let mut tensors = BTreeMap::new();
         let mut put = |k: String, shape: Vec<usize>, v: Vec<f32>| {
@@ -357,8 +380,14 @@ impl<B: Backend> Vit<B> {
                 put(format!("{k}.bias"), s, v);
             }
         };
-        let (s, v) = vals(self.cls_token.val());
-        put("cls_token".into(), s, v);
+        if let Some(t) = &self.cls_token {
+            let (s, v) = vals(t.val());
+            put("cls_token".into(), s, v);
+        }
+        if let Some(t) = &self.reg_token {
+            let (s, v) = vals(t.val());
+            put("reg_token".into(), s, v);
+        }
         let (s, v) = vals(self.pos_embed.val());
         put("pos_embed".into(), s, v);
         let (s, v) = vals(self.patch_embed.proj.weight.val());
@@ -374,10 +403,19 @@ impl<B: Backend> Vit<B> {
                 let (s, v) = vals(n.bias.val());
                 put(format!("{k}.bias"), s, v);
             };
+        if let Some(n) = &self.norm_pre {
+            norm("norm_pre".into(), n, &mut put);
+        }
         for (i, blk) in self.blocks.iter().enumerate() {
             let b = format!("blocks.{i}");
             norm(format!("{b}.norm1"), &blk.norm1, &mut put);
             lin(format!("{b}.attn.qkv"), &blk.attn.qkv, &mut put);
+            if let Some(n) = &blk.attn.q_norm {
+                norm(format!("{b}.attn.q_norm"), n, &mut put);
+            }
+            if let Some(n) = &blk.attn.k_norm {
+                norm(format!("{b}.attn.k_norm"), n, &mut put);
+            }
             lin(format!("{b}.attn.proj"), &blk.attn.proj, &mut put);
             norm(format!("{b}.norm2"), &blk.norm2, &mut put);
             lin(format!("{b}.mlp.fc1"), &blk.mlp.fc1, &mut put);
@@ -389,7 +427,15 @@ impl<B: Backend> Vit<B> {
                 }
             }
         }
-        norm("norm".into(), &self.norm, &mut put);
+        if let Some(n) = &self.norm {
+            norm("norm".into(), n, &mut put);
+        }
+        if let Some(n) = &self.fc_norm {
+            norm("fc_norm".into(), n, &mut put);
+        }
+        if let Some(h) = &self.head {
+            lin("head".into(), h, &mut put);
+        }
         StateDict {
             path: PathBuf::new(),
             tensors,

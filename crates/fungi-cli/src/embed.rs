@@ -16,9 +16,14 @@ use fungi::dataset::list_images;
 /// How images become network inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TransformKind {
-    /// DINO eval: short side 256 (PIL bicubic), center crop 224, ImageNet normalisation.
+    /// The model's own eval transform (timm `pretrained_cfg`, torchvision weights transforms):
+    /// resize the short side, center crop, its mean / std. The default when the arch has one.
+    Model,
+    /// DINO / fungivision eval: short side 256 (PIL bicubic), center crop 224, ImageNet
+    /// normalisation. The default for archs without a transform of their own.
     Eval,
-    /// The image as is (ImageNet normalisation only); images of equal size are batched together.
+    /// The image as is (normalised with the model's mean / std, ImageNet's when it has none);
+    /// images of equal size are batched together.
     None,
 }
 
@@ -39,9 +44,9 @@ pub struct EmbedArgs {
     /// `<out>.files.txt` lists the image of every row.
     #[arg(long)]
     pub out: PathBuf,
-    /// Input transform.
-    #[arg(long, value_enum, default_value = "eval")]
-    pub transform: TransformKind,
+    /// Input transform (default: `model` when the arch carries its own, else `eval`).
+    #[arg(long, value_enum)]
+    pub transform: Option<TransformKind>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -89,8 +94,24 @@ pub fn run<B: fungi_backbone::VitOps>(
         apply_exif_orientation: args.apply_exif_orientation,
         ..Default::default()
     };
-    let eval = EvalTransform::default();
-    let e = config.embed_dim;
+    let kind = args.transform.unwrap_or(if config.transform.is_some() {
+        TransformKind::Model
+    } else {
+        TransformKind::Eval
+    });
+    let eval = match (kind, &config.transform) {
+        (TransformKind::Model, None) => bail!(
+            "--transform model: the architecture {} carries no eval transform of its own (a timm \
+             `pretrained_cfg` or torchvision `transforms` in its JSON); use --transform eval",
+            args.arch
+        ),
+        (TransformKind::Model | TransformKind::None, Some(t)) => {
+            fungi::core::model_eval_transform(t)
+        }
+        _ => EvalTransform::default(),
+    };
+    let side = eval.crop as usize;
+    let e = model.out_dim();
     let mut rows: Vec<f32> = Vec::with_capacity(files.len() * e);
     let mut kept: Vec<PathBuf> = Vec::new();
     let mut skipped: Vec<(PathBuf, String)> = problems
@@ -104,14 +125,25 @@ pub fn run<B: fungi_backbone::VitOps>(
             .map(|f| {
                 let r = fungi_aug::decode_rgb(f, &opts)
                     .map_err(|e| e.to_string())
-                    .and_then(|img| match args.transform {
-                        TransformKind::Eval => Ok((224, 224, eval.apply(&img))),
+                    .and_then(|img| match kind {
+                        TransformKind::Eval | TransformKind::Model => {
+                            Ok((side, side, eval.apply(&img)))
+                        }
                         TransformKind::None => {
                             let (w, h) = (img.width() as usize, img.height() as usize);
                             model
                                 .check_input(h, w)
                                 .map_err(|e| format!("{}: {e}", f.display()))?;
-                            Ok((h, w, fungi_aug::transforms::identity(&img)))
+                            Ok((
+                                h,
+                                w,
+                                fungi_aug::normalize::to_chw_normalized_with(
+                                    &img,
+                                    fungi_aug::normalize::ScaleFormula::Divide,
+                                    eval.mean,
+                                    eval.std,
+                                ),
+                            ))
                         }
                     });
                 (f.clone(), r)

@@ -9,8 +9,67 @@ use crate::npy;
 /// Arguments of `fungi inspect`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// A `.npy`, `.safetensors`, `.pth`, or a `fungi extract` output directory.
+    /// A `.npy`, `.safetensors`, `.pth`, `.onnx`, or a `fungi extract` output directory.
     pub path: PathBuf,
+    /// With a weights file: check it against this architecture (preset or JSON config) and
+    /// list the Linear layers that can be FUNGI's target, named as the checkpoint names them.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+/// What the architecture makes of the weights, and its valid target layers.
+fn inspect_arch(arch: &str, sd: &fungi::backbone::StateDict) -> Result<()> {
+    use fungi::backbone::{keys, TargetLayer, VitConfig};
+    let c = VitConfig::from_preset_or_file(arch)?;
+    println!(
+        "architecture {arch}: layout {}, embed_dim {}, depth {}, heads {}, patch {}, img_size {}, embedding dim {}",
+        c.layout.name(),
+        c.embed_dim,
+        c.depth,
+        c.num_heads,
+        c.patch_size,
+        c.img_size,
+        c.out_dim()
+    );
+    if let Some(t) = &c.transform {
+        println!(
+            "  model transform: resize {} ({:?}), center crop {}, mean {:?}, std {:?}",
+            t.resize, t.interpolation, t.crop, t.mean, t.std
+        );
+    }
+    let problems = keys::to_model_names(c.layout, sd).check(&c);
+    if problems.is_empty() {
+        println!("  the weights match the architecture");
+    } else {
+        println!(
+            "  the weights do NOT match the architecture ({} problem(s)):",
+            problems.len()
+        );
+        for p in problems.iter().take(20) {
+            println!(
+                "    {}",
+                p.clone().renamed(|k| keys::checkpoint_name(c.layout, k))
+            );
+        }
+    }
+    let (e, h) = (c.embed_dim, c.mlp_hidden_dim());
+    println!("  Linear layers (--target-layer; the default is the last attn.proj):");
+    for t in TargetLayer::all(c.depth) {
+        let (o, i) = match t.site {
+            fungi::backbone::Site::Qkv => (3 * e, e),
+            fungi::backbone::Site::Proj => (e, e),
+            fungi::backbone::Site::Fc1 => (h, e),
+            fungi::backbone::Site::Fc2 => (e, h),
+        };
+        let name = keys::target_name(c.layout, t);
+        let alias = if name == t.to_string() {
+            String::new()
+        } else {
+            format!("  (= {t})")
+        };
+        println!("    {name:<58} [{o}, {i}]{alias}");
+    }
+    Ok(())
 }
 
 /// Prints what the file holds.
@@ -121,9 +180,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
                 }
             }
         }
-        "pth" | "pt" | "bin" => {
+        "pth" | "pt" | "bin" | "onnx" => {
             let sd = fungi::backbone::StateDict::read(p)
-                .with_context(|| format!("{}: not a readable PyTorch state dict", p.display()))?;
+                .with_context(|| format!("{}: not a readable state dict or ONNX model", p.display()))?;
             println!("{}: {} tensors", p.display(), sd.tensors.len());
             for (k, t) in &sd.tensors {
                 println!(
@@ -138,9 +197,14 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             }
         }
         _ => bail!(
-            "{}: unknown file type (expected .npy, .safetensors, .pth or an extract directory)",
+            "{}: unknown file type (expected .npy, .safetensors, .pth, .onnx or an extract directory)",
             p.display()
         ),
+    }
+    if let Some(arch) = &args.arch {
+        let sd = fungi::backbone::StateDict::read(p)
+            .with_context(|| format!("{}: --arch needs a weights file", p.display()))?;
+        inspect_arch(arch, &sd)?;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::objective::{Objective, SetupContext, StateTensor};
 use crate::projection::Projection;
 use crate::rng::stream;
 use crate::state::{self, Stored, STATE_FORMAT};
+use crate::transform::EmbeddingTransform;
 
 fn default_batch() -> usize {
     16
@@ -50,6 +51,10 @@ pub struct ExtractorConfig {
     /// Projection output size; default the embedding size `E`.
     #[serde(default)]
     pub projection_dim: Option<usize>,
+    /// Eval transform of the embedding block (default: the model's own when the architecture
+    /// carries one, fungivision's otherwise).
+    #[serde(default, skip_serializing_if = "EmbeddingTransform::is_auto")]
+    pub transform: EmbeddingTransform,
 }
 
 impl Default for ExtractorConfig {
@@ -61,6 +66,7 @@ impl Default for ExtractorConfig {
             include_embedding: true,
             grad_path: GradPath::Auto,
             projection_dim: None,
+            transform: EmbeddingTransform::Auto,
         }
     }
 }
@@ -104,9 +110,8 @@ impl PreparedBatch {
     }
 }
 
-/// The eval views `[n, 3, 224, 224]` of `images`.
-fn eval_inputs(images: &[RgbImage]) -> Vec<f32> {
-    let t = EvalTransform::default();
+/// The eval views `[n, 3, crop, crop]` of `images` under `t`.
+fn eval_inputs(t: &EvalTransform, images: &[RgbImage]) -> Vec<f32> {
     images.par_iter().flat_map_iter(|im| t.apply(im)).collect()
 }
 
@@ -116,6 +121,8 @@ pub struct FungiExtractor<B: AutodiffVitOps> {
     objectives: Vec<Box<dyn Objective<B>>>,
     projection: Projection,
     config: ExtractorConfig,
+    /// The embedding block's eval transform (`config.transform` resolved for the backbone).
+    eval_transform: EvalTransform,
     device: B::Device,
     backbone_fingerprint: std::sync::OnceLock<String>,
     residency: Residency,
@@ -202,6 +209,11 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
         self.config.grad_path = path;
         self
     }
+    /// Eval transform of the embedding block.
+    pub fn transform(mut self, t: EmbeddingTransform) -> Self {
+        self.config.transform = t;
+        self
+    }
     /// Adds an objective (blocks follow the order of the calls).
     pub fn objective(mut self, o: Box<dyn Objective<B>>) -> Self {
         self.objectives.push(o);
@@ -224,7 +236,7 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
         }
         let depth = self.backbone.blocks.len();
         let target = match &c.target_layer {
-            Some(p) => TargetLayer::parse(p, depth)?,
+            Some(p) => fungi_backbone::keys::parse_target(self.backbone.config.layout, p, depth)?,
             None => TargetLayer::last_attn_proj(depth),
         };
         let mut names = std::collections::HashSet::new();
@@ -253,8 +265,9 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
                 expected: "at least 1 (omit it for the embedding size)".into(),
             });
         }
-        let device = self.backbone.cls_token.val().device();
-        let e = self.backbone.embed_dim();
+        let eval_transform = c.transform.resolve(&self.backbone.config)?;
+        let device = self.backbone.device();
+        let e = self.backbone.out_dim();
         let engine = GradientEngine::new(self.backbone, target, c.grad_path)?;
         let (o, i1) = engine.grad_shape();
         for obj in &self.objectives {
@@ -298,6 +311,7 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
             objectives: self.objectives,
             projection,
             config: self.config,
+            eval_transform,
             device,
             backbone_fingerprint: std::sync::OnceLock::new(),
             residency: self.residency,
@@ -486,7 +500,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     pub fn block_dims(&self) -> Vec<usize> {
         let mut v = Vec::new();
         if self.config.include_embedding {
-            v.push(self.engine.inner().embed_dim());
+            v.push(self.engine.inner().out_dim());
         }
         v.extend(self.objectives.iter().map(|_| self.projection.out_dim()));
         v
@@ -560,7 +574,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         let mut out = Vec::new();
         for chunk in images.chunks(self.config.batch_size) {
             let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(eval_inputs(chunk), [chunk.len(), 3, 224, 224]),
+                TensorData::new(self.eval_inputs(chunk), self.eval_shape(chunk.len())),
                 &self.device,
             );
             out.extend(self.host(self.engine.prefix_model().forward(x))?);
@@ -570,13 +584,29 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
 
     /// L2-normalised eval-transform embeddings `[N, E]` of one batch, on the device.
     fn embedding_tensor(&self, images: &[RgbImage]) -> Tensor<B::InnerBackend, 2> {
-        self.embedding_from_inputs(eval_inputs(images), images.len())
+        self.embedding_from_inputs(self.eval_inputs(images), images.len())
     }
 
-    /// [`FungiExtractor::embedding_tensor`] from the eval views (`[n, 3, 224, 224]` values).
+    /// The embedding block's eval transform.
+    pub fn eval_transform(&self) -> &EvalTransform {
+        &self.eval_transform
+    }
+
+    /// The eval views of `images` (`[n, 3, crop, crop]` values).
+    fn eval_inputs(&self, images: &[RgbImage]) -> Vec<f32> {
+        eval_inputs(&self.eval_transform, images)
+    }
+
+    /// Shape of `n` eval views.
+    fn eval_shape(&self, n: usize) -> [usize; 4] {
+        let c = self.eval_transform.crop as usize;
+        [n, 3, c, c]
+    }
+
+    /// [`FungiExtractor::embedding_tensor`] from the eval views (`[n, 3, crop, crop]` values).
     fn embedding_from_inputs(&self, data: Vec<f32>, n: usize) -> Tensor<B::InnerBackend, 2> {
         let x = Tensor::<B::InnerBackend, 4>::from_data(
-            TensorData::new(data, [n, 3, 224, 224]),
+            TensorData::new(data, self.eval_shape(n)),
             &self.device,
         );
         l2_normalize(self.engine.prefix_model().forward(x))
@@ -631,7 +661,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// The objective whose view `j` is the eval transform, when the embedding block is on: the
     /// block is then taken from that forward instead of a second one (the paper's KL).
     fn shared_embedding(&self) -> Option<(usize, usize)> {
-        if !self.config.include_embedding {
+        if !self.config.include_embedding || self.eval_transform != EvalTransform::default() {
             return None;
         }
         self.objectives
@@ -650,7 +680,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         self.check_batch(images, global_indices, true)?;
         let n = images.len();
         let eval = (self.config.include_embedding && self.shared_embedding().is_none())
-            .then(|| eval_inputs(images));
+            .then(|| self.eval_inputs(images));
         let views = (0..self.objectives.len())
             .map(|k| self.views(k, images, global_indices))
             .collect::<Result<_>>()?;
@@ -954,11 +984,18 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     fn state_config(&self) -> serde_json::Value {
         let (o, i1) = self.engine.grad_shape();
         let i = i1 - 1;
+        // The choice as it resolved: `model` on an arch with a transform and `eval` on one
+        // without are the default (`auto`), so they compare equal to it.
+        let mut config = self.config.clone();
+        let backbone = &self.engine.inner().config;
+        if EmbeddingTransform::Auto.resolve(backbone).ok() == Some(self.eval_transform) {
+            config.transform = EmbeddingTransform::Auto;
+        }
         serde_json::json!({
-            "extractor": self.config,
+            "extractor": config,
             "target_layer": self.engine.target().to_string(),
             "target_shape": [o, i],
-            "embed_dim": self.engine.inner().embed_dim(),
+            "embed_dim": self.engine.inner().out_dim(),
             "backbone": self.engine.inner().config,
             "objectives": self.objectives.iter().map(|o| serde_json::json!({"name": o.name(), "config": o.config_json()})).collect::<Vec<_>>(),
         })

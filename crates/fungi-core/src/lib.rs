@@ -20,6 +20,7 @@ pub mod projection;
 pub mod rng;
 pub mod state;
 pub mod tensor_file;
+pub mod transform;
 
 pub use device_projection::{DeviceProjection, Residency};
 pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
@@ -31,3 +32,4 @@ pub use extractor::{
 pub use head::Head;
 pub use objective::{Objective, SetupContext, StateTensor};
 pub use projection::Projection;
+pub use transform::{model_eval_transform, EmbeddingTransform};

@@ -219,7 +219,7 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
         for o in &self.config.objectives {
             o.validate()?;
         }
-        let (e, seed) = (vit.embed_dim(), self.config.seed);
+        let (e, seed) = (vit.out_dim(), self.config.seed);
         let mut b = self.config.extractor_builder(vit)?;
         for make in self.custom {
             b = b.objective(make(e, seed, &self.device)?);

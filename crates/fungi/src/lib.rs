@@ -45,7 +45,7 @@ pub use fungi_dino as dino;
 pub use fungi_kl as kl;
 pub use fungi_simclr as simclr;
 
-use fungi_core::{ExtractorConfig, FungiExtractor, GradPath, Objective};
+use fungi_core::{EmbeddingTransform, ExtractorConfig, FungiExtractor, GradPath, Objective};
 
 /// One objective of the configuration (`type = "kl" | "dino" | "simclr" | "deepcluster"` plus its fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +165,10 @@ pub struct FungiConfig {
     /// Projection output size (default: the embedding size).
     #[serde(default)]
     pub projection_dim: Option<usize>,
+    /// Eval transform of the embedding block: `auto` (the model's own when the architecture
+    /// carries one, fungivision's otherwise), `model` or `eval`.
+    #[serde(default, skip_serializing_if = "EmbeddingTransform::is_auto")]
+    pub transform: EmbeddingTransform,
     /// Objectives in block order.
     #[serde(default, rename = "objective")]
     pub objectives: Vec<ObjectiveConfig>,
@@ -211,6 +215,7 @@ impl FungiConfig {
             include_embedding: true,
             grad_path: GradPath::Auto,
             projection_dim: None,
+            transform: EmbeddingTransform::Auto,
             objectives: p.objectives(),
         }
     }
@@ -281,6 +286,7 @@ impl FungiConfig {
             include_embedding: self.include_embedding,
             grad_path: self.grad_path,
             projection_dim: self.projection_dim,
+            transform: self.transform,
         }
     }
 
@@ -299,8 +305,8 @@ impl FungiConfig {
         &self,
         backbone: fungi_backbone::Vit<B>,
     ) -> fungi_core::Result<fungi_core::extractor::FungiExtractorBuilder<B>> {
-        let device = backbone.cls_token.val().device();
-        let e = backbone.embed_dim();
+        let device = backbone.device();
+        let e = backbone.out_dim();
         let mut b = FungiExtractor::builder(backbone).config(self.extractor_config());
         for o in &self.objectives {
             b = b.objective(o.build::<B>(e, self.seed, &device)?);

@@ -69,6 +69,15 @@ pub enum PresetArg {
     Paper,
 }
 
+/// `--transform` of `fungi extract`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbeddingTransformArg {
+    /// The architecture's own eval transform.
+    Model,
+    /// fungivision's eval transform (resize 256 bicubic, crop 224, ImageNet statistics).
+    Eval,
+}
+
 /// Arguments of `fungi extract`.
 #[derive(Debug, clap::Args)]
 pub struct ExtractArgs {
@@ -133,6 +142,11 @@ pub struct ExtractArgs {
     /// rounding.
     #[arg(long, default_value_t = 0)]
     pub max_views_per_pass: usize,
+    /// Eval transform of the embedding block: `model` (the arch's own timm / torchvision
+    /// transform; the default when the arch carries one) or `eval` (fungivision's, the default
+    /// otherwise). Overrides the config file's `transform`.
+    #[arg(long, value_enum)]
+    pub transform: Option<EmbeddingTransformArg>,
     /// Make batch k+1's views on the decode thread while batch k computes (the default on
     /// GPUs; on the CPU backends both share the cores, so it is off unless set).
     #[arg(long)]
@@ -162,6 +176,14 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
             FungiConfig::preset(fungi::Preset::Fungivision)
         }
     };
+    let mut cfg = cfg;
+    match args.transform {
+        Some(EmbeddingTransformArg::Model) => {
+            cfg.transform = fungi::core::EmbeddingTransform::Model
+        }
+        Some(EmbeddingTransformArg::Eval) => cfg.transform = fungi::core::EmbeddingTransform::Eval,
+        None => {}
+    }
     let bs = cfg.batch_size;
     let chunk = args
         .chunk_size
