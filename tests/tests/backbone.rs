@@ -322,7 +322,13 @@ fn missing_file_and_unknown_extension() {
     assert!(
         matches!(err, Error::Io { .. }) && err.to_string().contains("/nonexistent/w.safetensors")
     );
+    // `.onnx` is read since issue 14 (a missing one is an I/O error naming it); others are not.
     let err = load_err(std::path::Path::new("weights.onnx"));
+    assert!(
+        matches!(err, Error::Io { .. }) && err.to_string().contains("weights.onnx"),
+        "{err}"
+    );
+    let err = load_err(std::path::Path::new("weights.h5"));
     assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
 }
 

@@ -189,6 +189,9 @@ pub fn checkpoint_name(layout: Layout, key: &str) -> String {
     }
 }
 
+/// The separate `query` / `key` / `value` tensors of one block's parameter, with their keys.
+type QkvParts = [Option<(String, RawTensor)>; 3];
+
 /// A wrapper prefix shared by every key, if any (see [`WRAPPER_PREFIXES`]).
 fn shared_prefix(sd: &StateDict) -> Option<&'static str> {
     WRAPPER_PREFIXES
@@ -205,7 +208,7 @@ pub fn to_model_names(layout: Layout, sd: &StateDict) -> StateDict {
     let prefix = shared_prefix(sd).unwrap_or("");
     let mut out = BTreeMap::new();
     // (block, param) -> [q, k, v]
-    let mut qkv: BTreeMap<(usize, String), [Option<(String, RawTensor)>; 3]> = BTreeMap::new();
+    let mut qkv: BTreeMap<(usize, String), QkvParts> = BTreeMap::new();
     for (key, t) in &sd.tensors {
         let key = key.strip_prefix(prefix).unwrap_or(key);
         if matches!(layout, Layout::HfDinov2 | Layout::HfVit) {

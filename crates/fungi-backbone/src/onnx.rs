@@ -33,16 +33,16 @@ fn format_err(path: &Path, reason: impl ToString) -> Error {
     }
 }
 
+/// A tensor's shape and values (or why they cannot be read).
+type Values = (Vec<usize>, std::result::Result<Vec<f32>, String>);
+
 /// ONNX `TensorProto.DataType` values we read.
 const FLOAT: i32 = 1;
 const FLOAT16: i32 = 10;
 const DOUBLE: i32 = 11;
 const BFLOAT16: i32 = 16;
 
-fn tensor_values(
-    t: &onnx_ir::TensorProto,
-    path: &Path,
-) -> Result<(Vec<usize>, std::result::Result<Vec<f32>, String>)> {
+fn tensor_values(t: &onnx_ir::TensorProto, path: &Path) -> Result<Values> {
     let shape: Vec<usize> = t
         .dims
         .iter()
@@ -165,8 +165,7 @@ impl StateDict {
             .graph
             .as_ref()
             .ok_or_else(|| format_err(path, "the model has no graph"))?;
-        let mut values: HashMap<String, (Vec<usize>, std::result::Result<Vec<f32>, String>)> =
-            HashMap::new();
+        let mut values: HashMap<String, Values> = HashMap::new();
         for t in &graph.initializer {
             values.insert(t.name.clone(), tensor_values(t, path)?);
         }
@@ -258,7 +257,7 @@ impl StateDict {
     /// `Concat`) and grid (`[1, M*M, D]`, into a `Reshape`) is joined back, if the graph has no
     /// named one.
     fn join_position_embedding(
-        values: &HashMap<String, (Vec<usize>, std::result::Result<Vec<f32>, String>)>,
+        values: &HashMap<String, Values>,
         used: &std::collections::HashSet<String>,
         consumers: &HashMap<&str, Vec<&str>>,
         tensors: &mut BTreeMap<String, RawTensor>,

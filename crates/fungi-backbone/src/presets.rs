@@ -10,6 +10,7 @@ const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 const HALF: [f32; 3] = [0.5, 0.5, 0.5];
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)] // timm's OPENAI_CLIP_STD digits, as written there
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
 
 /// timm's eval transform for a square `img_size` (`floor(img_size / crop_pct)`, center crop).
