@@ -273,3 +273,16 @@ pub fn env_list(name: &str, default: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// A Linear's weight gradient (Burn layout `[in, out]`, row-major) and bias gradient `[out]` in
+/// fungivision's per-image layout: `[out, in + 1]` rows, bias last, as `f64`.
+pub fn linear_grad_rows(gw: &[f32], gb: &[f32], i: usize, o: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(o * (i + 1));
+    for oo in 0..o {
+        for ii in 0..i {
+            out.push(gw[ii * o + oo] as f64);
+        }
+        out.push(gb[oo] as f64);
+    }
+    out
+}

@@ -280,12 +280,7 @@ fn brute_force(case: &str, target: &str, views: &[f32], n: usize) -> Vec<f64> {
         let [i, o] = gw.dims();
         let gw: Vec<f32> = gw.into_data().convert::<f32>().into_vec().unwrap();
         let gb: Vec<f32> = gb.into_data().convert::<f32>().into_vec().unwrap();
-        for oo in 0..o {
-            for ii in 0..i {
-                out.push(gw[ii * o + oo] as f64);
-            }
-            out.push(gb[oo] as f64);
-        }
+        out.extend(linear_grad_rows(&gw, &gb, i, o));
     }
     out
 }
