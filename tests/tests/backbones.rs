@@ -134,7 +134,6 @@ fn transformers_5_state_dict_names_load_as_the_saved_layout() {
 #[test]
 fn onnx_exports_load_the_same_parameters_as_the_state_dict() {
     for case in ["timm_augreg", "hf_dinov2_interp"] {
-        let c = arch(case);
         let from_onnx = model::<B>(case, &format!("{case}.onnx"));
         let from_st = model::<B>(case, &format!("{case}.safetensors"));
         let a = from_onnx.to_state_dict();
@@ -165,7 +164,6 @@ fn onnx_exports_load_the_same_parameters_as_the_state_dict() {
             &want,
             1e-4,
         );
-        let _ = c;
     }
 }
 

@@ -18,10 +18,12 @@ use serde::Serialize;
 /// Arguments of `fungi bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Architecture: a preset (dino_vits16, dino_vitb16, ...) or a JSON config.
-    #[arg(long, default_value = "dino_vits16")]
-    pub arch: String,
-    /// Backbone weights (.pth / .safetensors); random weights when omitted (the speed does not depend on the values).
+    /// Architecture: a preset (dino_vits16, dino_vitb16, ...) or a JSON config (default: the
+    /// preset named by `--weights`, else dino_vits16).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Backbone weights (.pth / .safetensors / .onnx, or a name of `fungi fetch --list`); random
+    /// weights when omitted (the speed does not depend on the values).
     #[arg(long)]
     pub weights: Option<std::path::PathBuf>,
     /// Objectives, comma-separated: kl, dino, simclr (or `all`), with fungivision's settings
@@ -173,8 +175,18 @@ pub fn run<B: AutodiffVitOps>(
     if names.is_empty() && !args.embedding {
         bail!("--objectives is empty and --embedding is not set: nothing to time");
     }
-    let cfg = VitConfig::from_preset_or_file(&args.arch)?;
-    let vit = match &args.weights {
+    let (weights, arch) = match &args.weights {
+        Some(w) => {
+            let (w, a) = crate::fetch::resolve_weights(w, args.arch.as_deref())?;
+            (Some(w), a)
+        }
+        None => (
+            None,
+            args.arch.clone().unwrap_or_else(|| "dino_vits16".into()),
+        ),
+    };
+    let cfg = VitConfig::from_preset_or_file(&arch)?;
+    let vit = match &weights {
         Some(w) => Vit::<B>::from_file(&cfg, w, device)
             .with_context(|| format!("loading {}", w.display()))?,
         None => cfg.init::<B>(device),
@@ -198,9 +210,8 @@ pub fn run<B: AutodiffVitOps>(
         backend: std::any::type_name::<B::InnerBackend>().into(),
         device: device_name.into(),
         precision: precision.to_string(),
-        arch: args.arch.clone(),
-        weights: args
-            .weights
+        arch: arch.clone(),
+        weights: weights
             .as_ref()
             .map(|w| w.display().to_string())
             .unwrap_or_else(|| "random".into()),

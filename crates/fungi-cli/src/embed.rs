@@ -30,13 +30,15 @@ pub enum TransformKind {
 /// Arguments of `fungi embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
-    /// Backbone weights: a PyTorch state dict (.pth) or a .safetensors file.
+    /// Backbone weights: a PyTorch state dict (.pth), a .safetensors or an .onnx file, or a
+    /// preset name of `fungi fetch --list` (downloaded into the cache on first use).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Architecture: a preset (dino_vits16, dino_vits8, dino_vitb16, dino_vitb8, dinov2_vits14,
-    /// dinov2_vitb14) or a JSON config with DINO's keyword names.
+    /// Architecture: a preset (`fungi inspect --help` lists them) or a JSON config (DINO's,
+    /// timm's, torchvision's or Hugging Face's keyword names). Default: the preset named by
+    /// `--weights`.
     #[arg(long)]
-    pub arch: String,
+    pub arch: Option<String>,
     /// Image files and/or directories (walked recursively, sorted by path).
     #[arg(long, num_args = 1.., required = true)]
     pub images: Vec<PathBuf>,
@@ -81,15 +83,16 @@ pub fn run<B: fungi_backbone::VitOps>(
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let config = crate::rgb_arch(&args.arch)?;
-    let model = Vit::<B>::from_file(&config, &args.weights, device)?;
+    let (weights, arch) = crate::fetch::resolve_weights(&args.weights, args.arch.as_deref())?;
+    let config = crate::rgb_arch(&arch)?;
+    let model = Vit::<B>::from_file(&config, &weights, device)?;
     let model = match precision.half_dtype() {
         Some(d) => model.with_half_linears(d)?,
         None => model,
     };
     let (files, problems) =
         list_images(&args.images, args.on_error == OnError::Fail).map_err(crate::listing_hint)?;
-    tracing::info!(images = files.len(), arch = %args.arch, "embedding");
+    tracing::info!(images = files.len(), arch = %arch, "embedding");
     let opts = DecodeOptions {
         apply_exif_orientation: args.apply_exif_orientation,
         ..Default::default()
@@ -103,7 +106,7 @@ pub fn run<B: fungi_backbone::VitOps>(
         (TransformKind::Model, None) => bail!(
             "--transform model: the architecture {} carries no eval transform of its own (a timm \
              `pretrained_cfg` or torchvision `transforms` in its JSON); use --transform eval",
-            args.arch
+            arch
         ),
         (TransformKind::Model | TransformKind::None, Some(t)) => {
             fungi::core::model_eval_transform(t)

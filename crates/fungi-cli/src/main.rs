@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod extract;
+mod fetch;
 mod inspect;
 mod knn;
 mod merge;
@@ -48,6 +49,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// FUNGI features of a dataset (chunked, resumable, shardable).
     Extract(extract::ExtractArgs),
+    /// Download the official weights of architecture presets into the cache (prints paths).
+    Fetch(fetch::FetchArgs),
     /// Merge the outputs of `extract --shard i/n` runs.
     Merge(merge::MergeArgs),
     /// kNN evaluation (the paper's protocol) over every block combination.
@@ -106,6 +109,7 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
     match &cli.cmd {
         Command::Embed(a) => embed::run::<B>(a, &device, p),
         Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device, p),
+        Command::Fetch(a) => fetch::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Knn(a) => knn::run::<B>(a, &device),
         Command::Inspect(a) => inspect::run(a),
@@ -145,6 +149,10 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Commands without a network run before a backend is chosen.
+    if let Command::Fetch(a) = &cli.cmd {
+        return fetch::run(a);
+    }
     let (kind, index) = match cli.device.split_once(':') {
         Some((k, i)) => (k.to_string(), i.parse::<usize>().ok()),
         None => (cli.device.clone(), None),

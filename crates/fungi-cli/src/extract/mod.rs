@@ -81,12 +81,13 @@ pub enum EmbeddingTransformArg {
 /// Arguments of `fungi extract`.
 #[derive(Debug, clap::Args)]
 pub struct ExtractArgs {
-    /// Backbone weights (.pth state dict or .safetensors).
+    /// Backbone weights (.pth state dict, .safetensors or .onnx), or a preset name of
+    /// `fungi fetch --list` (downloaded into the cache on first use).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Architecture preset or JSON config.
+    /// Architecture preset or JSON config (default: the preset named by `--weights`).
     #[arg(long)]
-    pub arch: String,
+    pub arch: Option<String>,
     /// Dataset: an ImageFolder directory (class sub-folders -> labels), a plain folder, or a text
     /// file listing image paths.
     #[arg(long)]
@@ -215,9 +216,10 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     let ds = Dataset::load(&args.images, args.labels.as_deref(), strict)
         .map_err(crate::listing_hint)?
         .with_decode_options(decode);
-    let arch = crate::rgb_arch(&args.arch)?;
-    let weights_sha256 = sha256_file(&args.weights)?;
-    let vit = Vit::<B>::from_file(&arch, &args.weights, device)?;
+    let (weights, arch_name) = crate::fetch::resolve_weights(&args.weights, args.arch.as_deref())?;
+    let arch = crate::rgb_arch(&arch_name)?;
+    let weights_sha256 = sha256_file(&weights)?;
+    let vit = Vit::<B>::from_file(&arch, &weights, device)?;
     let mut builder = Fungi::<B>::builder(device)
         .backbone(vit)
         .config(cfg.clone())
