@@ -70,7 +70,8 @@ fn every_arch_json_parses_with_its_family_layout_and_transform() {
             _ => Layout::HfDinov2,
         };
         assert_eq!(c.layout, want, "{case}");
-        // timm and torchvision archs carry their eval transform; HF configs do not.
+        // timm and torchvision archs carry their eval transform; HF configs only with a
+        // `preprocessor` (PROCESSOR_CASES).
         assert_eq!(c.transform.is_some(), !case.starts_with("hf_"), "{case}");
     }
     let c = arch("timm_clip");
@@ -104,6 +105,51 @@ fn model_transforms_give_the_original_views_bit_exactly() {
             0,
             "{case}: {bad} of {} values differ from the original transform",
             want.len()
+        );
+    }
+}
+
+/// transformers' image processors (tests/scripts/make_hf_processor_fixtures.py): Dinov2's
+/// `BitImageProcessor` and `ViTImageProcessor`, torchvision and PIL backends.
+const PROCESSOR_CASES: &[(&str, &str)] = &[
+    ("hf_dinov2_proc_torch", "hf_dinov2"),
+    ("hf_dinov2_proc_pil", "hf_dinov2"),
+    ("hf_vit_proc_torch", "hf_vit"),
+    ("hf_vit_proc_pil", "hf_vit"),
+];
+
+#[test]
+fn hugging_face_image_processors_give_their_views_bit_exactly_and_their_embeddings() {
+    let r = Golden::open(dir().join("hf_processors.safetensors")).unwrap();
+    let images = golden_images(true).unwrap();
+    for (case, weights) in PROCESSOR_CASES {
+        let c = arch(case);
+        let t = c
+            .transform
+            .unwrap_or_else(|| panic!("{case}: no transform"));
+        let et = fungi_core::model_eval_transform(&t);
+        let got: Vec<f32> = images.iter().flat_map(|im| et.apply(im)).collect();
+        let (shape, want) = r.f32(&format!("{case}.views")).unwrap();
+        assert_eq!(shape, vec![8, 3, 32, 32], "{case}");
+        let bad: Vec<usize> = (0..want.len())
+            .filter(|&i| got[i].to_bits() != want[i].to_bits())
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{case}: {} of {} values differ from transformers' processor (first at {}: {} vs {})",
+            bad.len(),
+            want.len(),
+            bad[0],
+            got[bad[0]],
+            want[bad[0]]
+        );
+        let m = model::<B>(case, &format!("{weights}.safetensors"));
+        let (_, want) = r.f64(&format!("{case}.embedding")).unwrap();
+        assert_rel(
+            &format!("{case} model(x)"),
+            &embed(&m, &got, 8, 32),
+            &want,
+            1e-4,
         );
     }
 }

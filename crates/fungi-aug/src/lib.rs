@@ -22,4 +22,4 @@ pub use error::{DecodeError, Error, Limit, Result};
 pub use image;
 pub use image::RgbImage;
 pub use patchify::Patchify;
-pub use transforms::{EvalTransform, KlTransform};
+pub use transforms::{EvalStyle, EvalTransform, KlTransform};

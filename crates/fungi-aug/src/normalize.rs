@@ -38,13 +38,16 @@ pub fn to_chw_normalized_with(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Vec<f32> {
+    to_chw_with(img, |c, v| (scale_u8(v, formula) - mean[c]) / std[c])
+}
+
+/// HWC `u8` → CHW `f32` through `value(channel, v)` (tabulated: 256 values per channel).
+pub fn to_chw_with(img: &RgbImage, value: impl Fn(usize, u8) -> f32) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0f32; 3 * w * h];
     let raw = img.as_raw();
     for c in 0..3 {
-        let lut: Vec<f32> = (0..=255u8)
-            .map(|v| (scale_u8(v, formula) - mean[c]) / std[c])
-            .collect();
+        let lut: Vec<f32> = (0..=255u8).map(|v| value(c, v)).collect();
         let plane = &mut out[c * w * h..(c + 1) * w * h];
         for (i, o) in plane.iter_mut().enumerate() {
             *o = lut[raw[i * 3 + c] as usize];

@@ -73,6 +73,62 @@ struct Coeffs {
     precision: u32,
 }
 
+/// The resampling geometry of one axis (Pillow's `precompute_coeffs`, which PyTorch's
+/// antialiased kernels share).
+struct Axis {
+    in_size: usize,
+    in0: f64,
+    scale: f64,
+    filterscale: f64,
+    support: f64,
+    ksize: usize,
+    filter: Filter,
+}
+
+impl Axis {
+    fn new(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Filter) -> Self {
+        let scale = (in1 - in0) / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filter.support() * filterscale;
+        Self {
+            in_size,
+            in0,
+            scale,
+            filterscale,
+            support,
+            ksize: support.ceil() as usize * 2 + 1,
+            filter,
+        }
+    }
+
+    /// The normalised weights of output index `xx` into `k` (`ksize` long): `(xmin, count)`.
+    fn weights(&self, xx: usize, k: &mut [f64]) -> (usize, usize) {
+        let center = self.in0 + (xx as f64 + 0.5) * self.scale;
+        let ss = 1.0 / self.filterscale;
+        // C's (int) truncates toward zero.
+        let xmin = ((center - self.support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + self.support + 0.5) as i64).min(self.in_size as i64) as usize;
+        let count = xmax.saturating_sub(xmin);
+        let mut ww = 0.0;
+        for (x, kx) in k.iter_mut().enumerate().take(count) {
+            let w = self
+                .filter
+                .eval((x as f64 + xmin as f64 - center + 0.5) * ss);
+            *kx = w;
+            ww += w;
+        }
+        if ww != 0.0 {
+            for kx in &mut k[..count] {
+                *kx /= ww;
+            }
+        }
+        for kx in &mut k[count..] {
+            *kx = 0.0;
+        }
+        (xmin, count)
+    }
+}
+
 /// `precompute_coeffs` + `normalize_coeffs_8bpc` (or PyTorch's int16 variant).
 fn precompute(
     in_size: usize,
@@ -87,7 +143,7 @@ fn precompute(
 
 /// [`precompute`] for the output indices `range` only (of `out_size`): the coefficients of one
 /// output index do not depend on the others, except PyTorch's int16 precision, which depends on
-/// the largest weight of the whole axis (so `TorchInt16` is only exact for the full range).
+/// the largest weight of the whole axis (computed over the whole axis here, without storing it).
 fn precompute_range(
     in_size: usize,
     in0: f64,
@@ -97,36 +153,28 @@ fn precompute_range(
     filter: Filter,
     fixed: Fixed,
 ) -> Coeffs {
-    let scale = (in1 - in0) / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = filter.support() * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
+    let axis = Axis::new(in_size, in0, in1, out_size, filter);
+    let ksize = axis.ksize;
     let n = range.len();
+    let full = range.start == 0 && range.end == out_size;
     let mut bounds = Vec::with_capacity(n);
     let mut weights = vec![0f64; n * ksize];
-    let mut k = vec![0f64; ksize];
     for (j, xx) in range.enumerate() {
-        let center = in0 + (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        // C's (int) truncates toward zero.
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let count = xmax.saturating_sub(xmin);
-        let mut ww = 0.0;
-        for (x, kx) in k.iter_mut().enumerate().take(count) {
-            let w = filter.eval((x as f64 + xmin as f64 - center + 0.5) * ss);
-            *kx = w;
-            ww += w;
-        }
-        for x in 0..count {
-            weights[j * ksize + x] = if ww != 0.0 { k[x] / ww } else { k[x] };
-        }
+        let (xmin, count) = axis.weights(xx, &mut weights[j * ksize..(j + 1) * ksize]);
         bounds.push((xmin, count));
     }
     let precision = match fixed {
         Fixed::Pillow => PRECISION_BITS,
         Fixed::TorchInt16 => {
-            let wmax = weights.iter().copied().fold(f64::MIN, f64::max);
+            let wmax = if full {
+                weights.iter().copied().fold(f64::MIN, f64::max)
+            } else {
+                let mut k = vec![0f64; ksize];
+                (0..out_size).fold(f64::MIN, |m, xx| {
+                    let (_, count) = axis.weights(xx, &mut k);
+                    k[..count].iter().copied().fold(m, f64::max)
+                })
+            };
             let mut p = 0u32;
             while p < 22 {
                 if (0.5 + wmax * (1u64 << (p + 1)) as f64) as i64 >= (1 << 15) {
@@ -284,6 +332,62 @@ pub fn resize_crop(
     width: u32,
     height: u32,
 ) -> RgbImage {
+    resize_crop_impl(
+        src,
+        out_w,
+        out_h,
+        filter,
+        left,
+        top,
+        width,
+        height,
+        Fixed::Pillow,
+    )
+}
+
+/// [`resize_crop`] with PyTorch's uint8 antialiased kernel (`F.interpolate(x_uint8, size,
+/// mode="bilinear" | "bicubic", antialias=True)` on a CPU, the resize of torchvision v2 and of
+/// transformers' default image processors on uint8 tensors) instead of Pillow's: int16 weights
+/// whose precision follows the largest weight of the whole axis, horizontal pass first.
+///
+/// # Panics
+/// As [`resize_crop`].
+#[allow(clippy::too_many_arguments)]
+pub fn resize_crop_torch_u8(
+    src: &RgbImage,
+    out_w: u64,
+    out_h: u64,
+    filter: Filter,
+    left: u64,
+    top: u64,
+    width: u32,
+    height: u32,
+) -> RgbImage {
+    resize_crop_impl(
+        src,
+        out_w,
+        out_h,
+        filter,
+        left,
+        top,
+        width,
+        height,
+        Fixed::TorchInt16,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resize_crop_impl(
+    src: &RgbImage,
+    out_w: u64,
+    out_h: u64,
+    filter: Filter,
+    left: u64,
+    top: u64,
+    width: u32,
+    height: u32,
+    fixed: Fixed,
+) -> RgbImage {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
     let (x0, y0, cw, ch) = (left as usize, top as usize, width as usize, height as usize);
@@ -295,10 +399,10 @@ pub fn resize_crop(
         x0.checked_add(cw).is_some_and(|r| r <= ow) && y0.checked_add(ch).is_some_and(|b| b <= oh),
         "crop box outside the resized image"
     );
-    let horiz = precompute_range(w, 0.0, w as f64, ow, x0..x0 + cw, filter, Fixed::Pillow);
-    let vert = precompute_range(h, 0.0, h as f64, oh, y0..y0 + ch, filter, Fixed::Pillow);
+    let horiz = precompute_range(w, 0.0, w as f64, ow, x0..x0 + cw, filter, fixed);
+    let vert = precompute_range(h, 0.0, h as f64, oh, y0..y0 + ch, filter, fixed);
     let (dh, dw) = (h as i64 - oh as i64, w as i64 - ow as i64);
-    let horizontal_first = !(dh > 0 && dh > dw * 2);
+    let horizontal_first = fixed == Fixed::TorchInt16 || !(dh > 0 && dh > dw * 2);
     let raw = src.as_raw();
     let out = match (ow != w, oh != h, horizontal_first) {
         // Here the crop lies inside `src` (ow == w, oh == h): x0, y0 fit in u32.

@@ -4,9 +4,10 @@
 use image::RgbImage;
 
 use crate::normalize::{
-    to_chw_normalized, to_chw_normalized_with, ScaleFormula, IMAGENET_MEAN, IMAGENET_STD,
+    to_chw_normalized, to_chw_normalized_with, to_chw_with, ScaleFormula, IMAGENET_MEAN,
+    IMAGENET_STD,
 };
-use crate::resample::{crop, resize_crop, resize_torch_u8, Filter};
+use crate::resample::{crop, resize_crop, resize_crop_torch_u8, resize_torch_u8, Filter};
 
 /// Python's `round()` (half to even) of a non-negative `x / 2`, as torchvision's `CenterCrop`
 /// computes `int(round((h - crop) / 2.0))`.
@@ -50,6 +51,24 @@ pub fn eval_geometry(w: u32, h: u32, resize_to: u32, crop_size: u32) -> ((u64, u
     ((nw, nh), (left, top))
 }
 
+/// The conventions of an eval pipeline beyond its numbers (resize kernel, crop rounding,
+/// scaling to `[0, 1]`), which differ between the libraries a model's transform comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvalStyle {
+    /// torchvision transforms on PIL images (DINO, timm, torchvision weights): Pillow's resize,
+    /// crop offset `round(d / 2)` (half to even), `x / 255`, `(v - mean) / std` in `f32`.
+    #[default]
+    Torchvision,
+    /// transformers' PIL image processors (`BitImageProcessorPil`, `ViTImageProcessorPil`):
+    /// Pillow's resize, crop offset `d // 2`, `f32(f64(x) * 0.00392156862745098)`, then
+    /// `(v - mean) / std` in `f32`.
+    HfPil,
+    /// transformers' default image processors (torchvision backend on uint8 tensors): PyTorch's
+    /// uint8 antialiased resize, crop offset `int(d / 2)`, and the rescale fused into the
+    /// normalisation: `(x - 255·mean) / (255·std)` in `f32`.
+    HfTorch,
+}
+
 /// An eval transform: resize the short side (PIL, with `filter`), center crop, `ToTensor`,
 /// `Normalize(mean, std)`.
 ///
@@ -69,6 +88,11 @@ pub struct EvalTransform {
     pub mean: [f32; 3],
     /// Per-channel standard deviation (ImageNet).
     pub std: [f32; 3],
+    /// Resize to `resize x resize` whatever the aspect ratio (transformers' `size: {height,
+    /// width}`) instead of the short side to `resize`.
+    pub squash: bool,
+    /// The library conventions of the pipeline.
+    pub style: EvalStyle,
 }
 
 impl Default for EvalTransform {
@@ -79,6 +103,8 @@ impl Default for EvalTransform {
             filter: Filter::Bicubic,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            squash: false,
+            style: EvalStyle::Torchvision,
         }
     }
 }
@@ -99,6 +125,7 @@ impl EvalTransform {
             filter,
             mean,
             std,
+            ..Self::default()
         }
     }
 
@@ -117,6 +144,7 @@ impl EvalTransform {
             filter,
             mean,
             std,
+            ..Self::default()
         }
     }
 
@@ -127,18 +155,45 @@ impl EvalTransform {
     /// # Panics
     /// If the image is empty (decoded images never are) or `crop > resize`.
     pub fn apply_u8(&self, img: &RgbImage) -> RgbImage {
-        let ((nw, nh), (left, top)) =
-            eval_geometry(img.width(), img.height(), self.resize, self.crop);
-        resize_crop(img, nw, nh, self.filter, left, top, self.crop, self.crop)
+        let (r, c) = (self.resize as u64, self.crop as u64);
+        let ((nw, nh), (left, top)) = if self.squash {
+            ((r, r), (0, 0))
+        } else {
+            eval_geometry(img.width(), img.height(), self.resize, self.crop)
+        };
+        let (left, top) = match (self.style, self.squash) {
+            (EvalStyle::Torchvision, false) => (left, top),
+            (EvalStyle::Torchvision, true) => {
+                let d = round_half_even_div2_u64(r.saturating_sub(c));
+                (d, d)
+            }
+            // transformers: `(d) // 2` (PIL backend), `int(d / 2.0)` (torchvision backend).
+            (EvalStyle::HfPil | EvalStyle::HfTorch, _) => {
+                (nw.saturating_sub(c) / 2, nh.saturating_sub(c) / 2)
+            }
+        };
+        match self.style {
+            EvalStyle::HfTorch => {
+                resize_crop_torch_u8(img, nw, nh, self.filter, left, top, self.crop, self.crop)
+            }
+            _ => resize_crop(img, nw, nh, self.filter, left, top, self.crop, self.crop),
+        }
     }
     /// The normalised CHW `f32` view.
     pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
-        to_chw_normalized_with(
-            &self.apply_u8(img),
-            ScaleFormula::Divide,
-            self.mean,
-            self.std,
-        )
+        let view = self.apply_u8(img);
+        let (mean, std) = (self.mean, self.std);
+        match self.style {
+            EvalStyle::Torchvision => {
+                to_chw_normalized_with(&view, ScaleFormula::Divide, mean, std)
+            }
+            EvalStyle::HfPil => to_chw_with(&view, |c, v| {
+                ((v as f64 * 0.003_921_568_627_450_98) as f32 - mean[c]) / std[c]
+            }),
+            EvalStyle::HfTorch => to_chw_with(&view, |c, v| {
+                (v as f32 - mean[c] * 255.0) / (std[c] * 255.0)
+            }),
+        }
     }
 }
 

@@ -87,8 +87,29 @@ pub enum Interpolation {
     Bilinear,
 }
 
+/// The library conventions of a model's eval transform (resize kernel, crop rounding, scaling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformStyle {
+    /// torchvision transforms on PIL images (timm's `pretrained_cfg`, torchvision's weights).
+    #[default]
+    Torchvision,
+    /// transformers' PIL image processors (`*ImageProcessorPil`).
+    HfPil,
+    /// transformers' default image processors (torchvision backend on uint8 tensors).
+    HfTorch,
+}
+
+impl TransformStyle {
+    fn is_torchvision(&self) -> bool {
+        *self == Self::Torchvision
+    }
+}
+
 /// A model's own eval transform: resize the short side to `resize` (PIL, `interpolation`),
-/// center crop `crop`, scale to `[0, 1]`, normalise with `mean` / `std`.
+/// center crop `crop`, scale to `[0, 1]`, normalise with `mean` / `std` — or, with `squash`,
+/// resize to `resize x resize` first; `style` says whose conventions (torchvision's or
+/// transformers' image processors) the steps follow.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelTransform {
     /// Short side after resizing.
@@ -101,4 +122,10 @@ pub struct ModelTransform {
     pub mean: [f32; 3],
     /// Channel standard deviations.
     pub std: [f32; 3],
+    /// Resize to `resize x resize` (transformers' `size: {height, width}`), not the short side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub squash: bool,
+    /// Whose conventions the steps follow.
+    #[serde(default, skip_serializing_if = "TransformStyle::is_torchvision")]
+    pub style: TransformStyle,
 }

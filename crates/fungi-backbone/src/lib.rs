@@ -49,7 +49,7 @@ pub use attention::Attention;
 pub use block::{Block, BlockTap, LayerScale};
 pub use config::{VitConfig, PRESETS};
 pub use error::{Error, KeyProblem, Result};
-pub use family::{Act, Interpolation, Layout, ModelTransform, Pool, PosPrefix};
+pub use family::{Act, Interpolation, Layout, ModelTransform, Pool, PosPrefix, TransformStyle};
 pub use layer_norm::LayerNorm;
 pub use mlp::{activate, gelu_exact, gelu_tanh, quick_gelu, Mlp};
 pub use ops::{AutodiffVitOps, LinearEpilogue, VitOps};

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{edit_distance, VitConfig};
 use crate::error::{Error, Result};
-use crate::family::{Act, Interpolation, Layout, ModelTransform, Pool, PosPrefix};
+use crate::family::{Act, Interpolation, Layout, ModelTransform, Pool, PosPrefix, TransformStyle};
 use crate::presets::{timm_base, timm_transform};
 
 /// Takes typed values out of a JSON object; what is left at the end is an unknown key.
@@ -448,6 +448,8 @@ fn torchvision(map: Map<String, Value>, source: Option<&str>) -> Result<VitConfi
             interpolation: interp,
             mean,
             std,
+            squash: false,
+            style: Default::default(),
         });
     }
     k.ignore(DESCRIPTIVE);
@@ -604,10 +606,165 @@ fn hugging_face(
             }
         }
     }
+    if let Some(v) = k.take("preprocessor") {
+        c.transform = Some(hf_preprocessor(&k, v)?);
+    }
     k.ignore(DESCRIPTIVE);
     k.ignore(HF_IGNORED);
     k.finish()?;
     Ok(c)
+}
+
+/// The `size` / `crop_size` dictionaries of a transformers image processor.
+fn hf_size(k: &mut Keys<'_>, key: &'static str) -> Result<Option<(u32, bool)>> {
+    let Some(v) = k.take(key) else {
+        return Ok(None);
+    };
+    let expected = "{\"shortest_edge\": n} or {\"height\": n, \"width\": n} (square)";
+    let get = |name: &str| {
+        v.get(name)
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0 && n <= 1 << 16)
+    };
+    let obj = v.as_object().map(|o| o.len()).unwrap_or(0);
+    match (get("shortest_edge"), get("height"), get("width")) {
+        (Some(n), None, None) if obj == 1 => Ok(Some((n as u32, false))),
+        (None, Some(h), Some(w)) if h == w && obj == 2 => Ok(Some((h as u32, true))),
+        _ => Err(k.err(&format!("preprocessor.{key}"), &v, expected)),
+    }
+}
+
+/// `preprocessor`: a transformers image processor's `preprocessor_config.json`
+/// (`BitImageProcessor` of Dinov2, `ViTImageProcessor`): resize (`size`, `resample`), center
+/// crop (`crop_size`), rescale by 1/255, normalise. `image_processor_type` ending in `Pil`
+/// (or `"backend": "pil"`) selects the PIL backend's conventions; otherwise transformers 5's
+/// default torchvision backend.
+fn hf_preprocessor(outer: &Keys<'_>, v: Value) -> Result<ModelTransform> {
+    let Value::Object(map) = v else {
+        return Err(outer.err(
+            "preprocessor",
+            &v,
+            "an object (the image processor's preprocessor_config.json)",
+        ));
+    };
+    let mut k = Keys::new(map, outer.source, "transformers image processor");
+    let ty = k.string("image_processor_type")?.unwrap_or_default();
+    let style = match k.string("backend")?.as_deref() {
+        Some("pil") => TransformStyle::HfPil,
+        Some("torchvision") => TransformStyle::HfTorch,
+        None if ty.ends_with("Pil") => TransformStyle::HfPil,
+        None => TransformStyle::HfTorch,
+        Some(other) => {
+            return Err(k.err(
+                "preprocessor.backend",
+                &Value::String(other.into()),
+                "\"pil\" or \"torchvision\"",
+            ))
+        }
+    };
+    let must = |k: &mut Keys<'_>, key: &'static str, what: &str| -> Result<()> {
+        if k.bool(key, true)? {
+            Ok(())
+        } else {
+            Err(k.err(
+                &format!("preprocessor.{key}"),
+                &Value::Bool(false),
+                &format!("true ({what} is always part of the eval transform here)"),
+            ))
+        }
+    };
+    must(&mut k, "do_resize", "the resize")?;
+    must(&mut k, "do_rescale", "scaling to [0, 1]")?;
+    must(&mut k, "do_normalize", "the normalisation")?;
+    let factor = k.f64("rescale_factor", 1.0 / 255.0)?;
+    if (factor * 255.0 - 1.0).abs() > 1e-12 {
+        return Err(k.err(
+            "preprocessor.rescale_factor",
+            &Value::from(factor),
+            "1/255 (0.00392156862745098)",
+        ));
+    }
+    let interpolation = match k.take("resample") {
+        None => Interpolation::Bicubic,
+        Some(Value::Number(n)) if n.as_u64() == Some(3) => Interpolation::Bicubic,
+        Some(Value::Number(n)) if n.as_u64() == Some(2) => Interpolation::Bilinear,
+        Some(v) => {
+            return Err(k.err(
+                "preprocessor.resample",
+                &v,
+                "3 (PIL BICUBIC) or 2 (PIL BILINEAR)",
+            ))
+        }
+    };
+    let Some((resize, squash)) = hf_size(&mut k, "size")? else {
+        return Err(k.err(
+            "preprocessor.size",
+            &Value::Null,
+            "the resize size ({\"shortest_edge\": n} or {\"height\": n, \"width\": n})",
+        ));
+    };
+    let crop = if k.bool("do_center_crop", !squash)? {
+        match hf_size(&mut k, "crop_size")? {
+            Some((c, true)) => c,
+            _ => {
+                return Err(k.err(
+                    "preprocessor.crop_size",
+                    &Value::Null,
+                    "{\"height\": n, \"width\": n} (a square crop)",
+                ))
+            }
+        }
+    } else {
+        k.ignore(&["crop_size"]);
+        if !squash {
+            return Err(k.err(
+                "preprocessor.do_center_crop",
+                &Value::Bool(false),
+                "true with a shortest_edge resize (without a crop the inputs are not square)",
+            ));
+        }
+        resize
+    };
+    if crop > resize {
+        return Err(k.err(
+            "preprocessor.crop_size",
+            &Value::from(crop),
+            &format!("at most the resize size {resize}"),
+        ));
+    }
+    let mean = k.rgb("image_mean", [0.485, 0.456, 0.406])?;
+    let std = k.rgb("image_std", [0.229, 0.224, 0.225])?;
+    if std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+        return Err(k.err(
+            "preprocessor.image_std",
+            &Value::from(std.to_vec()),
+            "three positive numbers",
+        ));
+    }
+    if !k.bool("do_convert_rgb", true)? {
+        return Err(k.err(
+            "preprocessor.do_convert_rgb",
+            &Value::Bool(false),
+            "true (images are always converted to RGB)",
+        ));
+    }
+    k.ignore(&[
+        "processor_class",
+        "default_to_square",
+        "do_pad",
+        "pad_size",
+        "data_format",
+    ]);
+    k.finish()?;
+    Ok(ModelTransform {
+        resize,
+        crop,
+        interpolation,
+        mean,
+        std,
+        squash,
+        style,
+    })
 }
 
 /// The config of another family, if `map` names one (`family` or `model_type`); `None` for a

@@ -27,6 +27,8 @@ pub(crate) fn timm_transform(
         interpolation,
         mean,
         std,
+        squash: false,
+        style: Default::default(),
     }
 }
 
@@ -104,6 +106,8 @@ fn torchvision_preset(name: &str) -> Option<VitConfig> {
             interpolation: Interpolation::Bilinear,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            squash: false,
+            style: Default::default(),
         }),
         ..VitConfig::dino(patch, 768, 12)
     })

@@ -16,8 +16,9 @@ use fungi::dataset::list_images;
 /// How images become network inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TransformKind {
-    /// The model's own eval transform (timm `pretrained_cfg`, torchvision weights transforms):
-    /// resize the short side, center crop, its mean / std. The default when the arch has one.
+    /// The model's own eval transform (timm `pretrained_cfg`, torchvision weights transforms,
+    /// a transformers image processor's `preprocessor`): resize, center crop, its mean / std.
+    /// The default when the arch has one.
     Model,
     /// DINO / fungivision eval: short side 256 (PIL bicubic), center crop 224, ImageNet
     /// normalisation. The default for archs without a transform of their own.
@@ -105,7 +106,8 @@ pub fn run<B: fungi_backbone::VitOps>(
     let eval = match (kind, &config.transform) {
         (TransformKind::Model, None) => bail!(
             "--transform model: the architecture {} carries no eval transform of its own (a timm \
-             `pretrained_cfg` or torchvision `transforms` in its JSON); use --transform eval",
+             `pretrained_cfg`, torchvision `transforms` or Hugging Face `preprocessor` in its \
+             JSON); use --transform eval",
             arch
         ),
         (TransformKind::Model | TransformKind::None, Some(t)) => {

@@ -56,7 +56,12 @@ fn read_npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
 
 /// `<case>.embedding`: the original model's `model(x)` on its own eval views, f64 `[8, E]`.
 fn reference(case: &str) -> (usize, Vec<f64>) {
-    let bytes = std::fs::read(fixtures().join("reference.safetensors")).unwrap();
+    let file = if case.contains("_proc_") {
+        "hf_processors.safetensors"
+    } else {
+        "reference.safetensors"
+    };
+    let bytes = std::fs::read(fixtures().join(file)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor(&format!("{case}.embedding")).unwrap();
     let v = t
@@ -113,23 +118,28 @@ fn assert_matches(case: &str, got: &[f32], want: &[f64], e: usize) {
     }
 }
 
-const TRANSFORM_CASES: &[&str] = &[
-    "timm_augreg",
-    "timm_clip",
-    "timm_deit3",
-    "timm_mae",
-    "timm_reg",
-    "timm_misc",
-    "tv_vit",
-    "tv_vit_head",
+/// `(case, its weights)`: the arch JSON `<case>.json` carries the transform.
+const TRANSFORM_CASES: &[(&str, &str)] = &[
+    ("timm_augreg", "timm_augreg"),
+    ("timm_clip", "timm_clip"),
+    ("timm_deit3", "timm_deit3"),
+    ("timm_mae", "timm_mae"),
+    ("timm_reg", "timm_reg"),
+    ("timm_misc", "timm_misc"),
+    ("tv_vit", "tv_vit"),
+    ("tv_vit_head", "tv_vit_head"),
+    ("hf_dinov2_proc_torch", "hf_dinov2"),
+    ("hf_dinov2_proc_pil", "hf_dinov2"),
+    ("hf_vit_proc_torch", "hf_vit"),
+    ("hf_vit_proc_pil", "hf_vit"),
 ];
 
 #[test]
 fn embed_reproduces_each_family_with_its_model_transform() {
     let dir = tempfile::tempdir().unwrap();
-    for case in TRANSFORM_CASES {
+    for (case, weights) in TRANSFORM_CASES {
         let out = dir.path().join(format!("{case}.npy"));
-        let weights = fixtures().join(format!("{case}.safetensors"));
+        let weights = fixtures().join(format!("{weights}.safetensors"));
         let arch = fixtures().join(format!("{case}.json"));
         // `model` is the default for an arch with a pretrained_cfg / transforms.
         ok(&embed(&weights, Some(&arch), &out, &[]));

@@ -1,8 +1,8 @@
 //! Which eval transform feeds the embedding block: fungivision's (DINO's) or the backbone's own.
 
 use fungi_aug::resample::Filter;
-use fungi_aug::transforms::EvalTransform;
-use fungi_backbone::family::{Interpolation, ModelTransform};
+use fungi_aug::transforms::{EvalStyle, EvalTransform};
+use fungi_backbone::family::{Interpolation, ModelTransform, TransformStyle};
 use fungi_backbone::VitConfig;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "snake_case")]
 pub enum EmbeddingTransform {
     /// The model's own transform when the architecture carries one (timm `pretrained_cfg`,
-    /// torchvision weights transforms), fungivision's otherwise.
+    /// torchvision weights transforms, a transformers image processor), fungivision's otherwise.
     #[default]
     Auto,
     /// fungivision's: resize 256 (PIL bicubic), center crop 224, ImageNet mean / std.
@@ -44,7 +44,7 @@ impl EmbeddingTransform {
                 value: "model".into(),
                 expected: format!(
                     "`eval` for this {} architecture: it carries no eval transform of its own \
-                     (a timm `pretrained_cfg` or torchvision `transforms` in the arch JSON)",
+                     (a timm `pretrained_cfg`, torchvision `transforms` or Hugging Face `preprocessor` in the arch JSON)",
                     arch.layout.name()
                 ),
             }),
@@ -63,5 +63,11 @@ pub fn model_eval_transform(t: &ModelTransform) -> EvalTransform {
         },
         mean: t.mean,
         std: t.std,
+        squash: t.squash,
+        style: match t.style {
+            TransformStyle::Torchvision => EvalStyle::Torchvision,
+            TransformStyle::HfPil => EvalStyle::HfPil,
+            TransformStyle::HfTorch => EvalStyle::HfTorch,
+        },
     }
 }
