@@ -27,12 +27,13 @@ pub struct FetchArgs {
 
 /// The hub of the environment, with the command line's overrides.
 pub fn hub(mirror: Option<&str>, cache_dir: Option<&Path>, quiet: bool) -> Result<fungi_hub::Hub> {
-    let mut hub = fungi_hub::Hub::from_env()?.with_progress(!quiet);
+    let mut hub = match cache_dir {
+        Some(d) => fungi_hub::Hub::new(d).with_env_sources(),
+        None => fungi_hub::Hub::from_env()?,
+    }
+    .with_progress(!quiet);
     if let Some(m) = mirror {
         hub = hub.with_mirror(Some(m.to_string()));
-    }
-    if let Some(d) = cache_dir {
-        hub = hub.with_cache_dir(d);
     }
     Ok(hub)
 }

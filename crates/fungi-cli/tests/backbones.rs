@@ -333,7 +333,7 @@ fn weights_by_name_are_fetched_once_then_read_from_the_cache() {
             ],
             body,
             ranges: true,
-            cut: None,
+            ..Default::default()
         },
     )]);
     let dir = tempfile::tempdir().unwrap();

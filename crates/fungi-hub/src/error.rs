@@ -14,18 +14,21 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
-    /// The server could not be reached (no network, DNS, refused connection, TLS).
+    /// The server could not be reached (no network, DNS, refused connection).
     #[error(
-        "could not reach {url}: {reason}. You look offline: nothing is cached at {}. Download the file \
-         elsewhere and put it at that path, point FUNGI_MIRROR (or --mirror) at a server that has it, \
-         or pass a local file to --weights",
-        cache.display()
+        "could not reach {url}: {reason}. You look offline, and nothing is cached at {}: pass a \
+         downloaded copy to --weights, or point FUNGI_MIRROR (or --mirror) at a server that has \
+         it{}",
+        cache.display(),
+        if *placeable { ", or put the file at that path" } else { "" }
     )]
     Offline {
         /// The URL asked for.
         url: String,
         /// Where the file would be cached.
         cache: PathBuf,
+        /// Whether a file put at `cache` by hand is used (release URLs; not the hub's layout).
+        placeable: bool,
         /// The transport error, in words.
         reason: String,
     },
@@ -67,12 +70,12 @@ pub enum Error {
         reason: String,
     },
     /// A Hugging Face download stopped part-way; the hub client keeps its part for a resume.
-    #[error("{url}: the download stopped ({reason}); the part is kept under {} and the next run resumes it", cache.display())]
+    #[error("{url}: the download stopped ({reason}); the part is kept in {} and the next run resumes it", part.display())]
     HubInterrupted {
         /// The URL asked for.
         url: String,
-        /// The repository's cache directory.
-        cache: PathBuf,
+        /// The hub client's partial file.
+        part: PathBuf,
         /// The I/O error, in words.
         reason: String,
     },
@@ -120,18 +123,32 @@ impl Error {
     }
 }
 
-/// Maps a ureq error of a request for `url` (cached at `cache`) onto [`Error`].
-pub(crate) fn from_ureq(url: &str, cache: &std::path::Path, e: ureq::Error) -> Error {
+/// Maps a ureq error of a request for `url` (cached at `cache`; `placeable`: see
+/// [`Error::Offline`]) onto [`Error`]: only failures to reach the server read as offline.
+pub(crate) fn from_ureq(
+    url: &str,
+    cache: &std::path::Path,
+    placeable: bool,
+    e: ureq::Error,
+) -> Error {
+    use ureq::ErrorKind as K;
     match e {
         ureq::Error::Status(status, response) => Error::Http {
             url: url.to_string(),
             status,
             text: response.status_text().to_string(),
         },
-        ureq::Error::Transport(t) => Error::Offline {
-            url: url.to_string(),
-            cache: cache.to_path_buf(),
-            reason: t.to_string(),
+        ureq::Error::Transport(t) => match t.kind() {
+            K::Dns | K::ConnectionFailed | K::Io | K::ProxyConnect => Error::Offline {
+                url: url.to_string(),
+                cache: cache.to_path_buf(),
+                placeable,
+                reason: t.to_string(),
+            },
+            _ => Error::Protocol {
+                url: url.to_string(),
+                what: t.to_string(),
+            },
         },
     }
 }

@@ -9,10 +9,43 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{from_ureq, Error, Result};
 
+/// An HTTP agent for `url`: proxies from the environment except for loopback hosts, no
+/// automatic redirects when `redirects` is 0.
+pub(crate) fn agent(url: &str, redirects: u32) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(120))
+        .redirects(redirects)
+        .try_proxy_from_env(!is_loopback(url))
+        .build()
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = host.split(['/', '?', '#']).next().unwrap_or(host);
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `<path><suffix>`.
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// Downloads `url` to `dest` through `<dest>.part`: an existing part is resumed with an HTTP
-/// range request (a server that ignores the range sends the whole file, which replaces the
-/// part); the part becomes `dest` only when complete and matching `sha256_prefix` (when the
-/// source publishes one). An interrupted download keeps the part; a corrupt one is deleted.
+/// range request (a server that ignores the range, or answers from another offset, sends the
+/// whole file, which replaces the part); the part becomes `dest` only when complete and
+/// matching `sha256_prefix` (when the source publishes one). An interrupted download keeps the
+/// part; a corrupt one is deleted. `<dest>.lock` keeps a second process out meanwhile.
 pub(crate) fn download(
     url: &str,
     dest: &Path,
@@ -21,34 +54,61 @@ pub(crate) fn download(
 ) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let part = part_path(dest);
-    let mut file = OpenOptions::new()
+    let lock_path = with_suffix(dest, ".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(Error::io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Busy {
+                path: with_suffix(dest, ".part"),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
+    }
+    if dest.is_file() {
+        return Ok(()); // another process finished it while we waited for the lock
+    }
+    let part = with_suffix(dest, ".part");
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
         .open(&part)
         .map_err(Error::io(&part))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Busy { path: part }),
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&part)(e)),
+    let result = transfer(url, file, &part, dest, sha256_prefix, progress);
+    if result.is_err() && std::fs::metadata(&part).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&part);
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(30))
-        .timeout_read(Duration::from_secs(120))
-        .try_proxy_from_env(true)
-        .build();
+    drop(lock);
+    result
+}
+
+fn transfer(
+    url: &str,
+    mut file: File,
+    part: &Path,
+    dest: &Path,
+    sha256_prefix: Option<&str>,
+    progress: bool,
+) -> Result<()> {
+    let agent = agent(url, 5);
     let name = dest
         .file_name()
         .map_or_else(|| url.to_string(), |n| n.to_string_lossy().into_owned());
-    let len = |f: &File| f.metadata().map(|m| m.len()).map_err(Error::io(&part));
+    let len = |f: &File| f.metadata().map(|m| m.len()).map_err(Error::io(part));
     let mut start = len(&file)?;
+    let mut restarts = 0;
     let (response, total) = loop {
-        let mut request = agent.get(url);
+        let mut request = agent.get(url).set("Accept-Encoding", "identity");
         if start > 0 {
             request = request.set("Range", &format!("bytes={start}-"));
         }
-        match request.call() {
+        let restart = match request.call() {
             Ok(r) if r.status() == 206 => {
                 let (first, total) = r
                     .header("Content-Range")
@@ -56,17 +116,14 @@ pub(crate) fn download(
                     .ok_or_else(|| {
                         protocol(url, "206 Partial Content without a valid Content-Range")
                     })?;
-                if first != start {
-                    return Err(protocol(
-                        url,
-                        &format!("asked for bytes from {start}, the server sent them from {first}"),
-                    ));
+                if first == start {
+                    break (r, total);
                 }
-                break (r, total);
+                true // not the bytes asked for: start over without a range
             }
             Ok(r) if r.status() == 200 => {
                 // No range support (or a fresh download): the whole file replaces the part.
-                file.set_len(0).map_err(Error::io(&part))?;
+                file.set_len(0).map_err(Error::io(part))?;
                 start = 0;
                 let total = r.header("Content-Length").and_then(|v| v.parse().ok());
                 break (r, total);
@@ -81,25 +138,36 @@ pub(crate) fn download(
                 // Nothing left to send: the part is complete if it has the announced size.
                 let total = r.header("Content-Range").and_then(parse_unsatisfied_total);
                 if total == Some(start) {
-                    return finish(url, file, &part, dest, sha256_prefix);
+                    return finish(url, file, part, dest, sha256_prefix);
                 }
-                file.set_len(0).map_err(Error::io(&part))?;
-                start = 0;
+                true
             }
-            Err(e) => return Err(from_ureq(url, dest, e)),
+            Err(e) => return Err(from_ureq(url, dest, true, e)),
+        };
+        if restart {
+            restarts += 1;
+            if restarts > 1 || start == 0 {
+                return Err(protocol(
+                    url,
+                    "the server does not answer range requests consistently",
+                ));
+            }
+            file.set_len(0).map_err(Error::io(part))?;
+            start = 0;
         }
     };
+    if total.is_none() && sha256_prefix.is_none() {
+        return Err(protocol(
+            url,
+            "the server announces no length and the source publishes no checksum: a complete \
+             download could not be told from a cut one",
+        ));
+    }
     let bar = crate::progress::bar(progress, total, &name);
     bar.set_position(start);
     let mut reader = response.into_reader();
     let mut buf = vec![0u8; 1 << 20];
-    let interrupted = |got: u64, reason: String| Error::Interrupted {
-        url: url.to_string(),
-        part: part.clone(),
-        got,
-        expected: total,
-        reason,
-    };
+    let mut got = start;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -108,21 +176,46 @@ pub(crate) fn download(
             Err(e) => {
                 bar.abandon();
                 let _ = file.sync_all();
-                return Err(interrupted(len(&file)?, e.to_string()));
+                return Err(Error::Interrupted {
+                    url: url.to_string(),
+                    part: part.to_path_buf(),
+                    got: len(&file)?,
+                    expected: total,
+                    reason: e.to_string(),
+                });
             }
         };
-        file.write_all(&buf[..n]).map_err(Error::io(&part))?;
+        got += n as u64;
+        if total.is_some_and(|t| got > t) {
+            bar.abandon();
+            drop(file);
+            std::fs::remove_file(part).map_err(Error::io(part))?;
+            return Err(protocol(
+                url,
+                &format!(
+                    "the server sent more than the {} bytes it announced; the download was deleted",
+                    total.unwrap_or(0)
+                ),
+            ));
+        }
+        file.write_all(&buf[..n]).map_err(Error::io(part))?;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    file.sync_all().map_err(Error::io(&part))?;
+    file.sync_all().map_err(Error::io(part))?;
     let got = len(&file)?;
     if let Some(t) = total {
         if got != t {
-            return Err(interrupted(got, "the connection closed early".to_string()));
+            return Err(Error::Interrupted {
+                url: url.to_string(),
+                part: part.to_path_buf(),
+                got,
+                expected: total,
+                reason: "the connection closed early".to_string(),
+            });
         }
     }
-    finish(url, file, &part, dest, sha256_prefix)
+    finish(url, file, part, dest, sha256_prefix)
 }
 
 /// Checks the complete part against the published checksum and moves it into place.
@@ -148,13 +241,6 @@ fn finish(
     std::fs::rename(part, dest).map_err(Error::io(dest))?;
     drop(file);
     Ok(())
-}
-
-/// `<dest>.part`.
-fn part_path(dest: &Path) -> PathBuf {
-    let mut s = dest.as_os_str().to_owned();
-    s.push(".part");
-    PathBuf::from(s)
 }
 
 fn protocol(url: &str, what: &str) -> Error {
@@ -204,6 +290,18 @@ mod tests {
         assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
         assert_eq!(parse_content_range("items 0-1/2"), None);
         assert_eq!(parse_unsatisfied_total("bytes */100"), Some(100));
-        assert_eq!(part_path(Path::new("/c/a.pth")), Path::new("/c/a.pth.part"));
+        assert_eq!(
+            with_suffix(Path::new("/c/a.pth"), ".part"),
+            Path::new("/c/a.pth.part")
+        );
+    }
+
+    #[test]
+    fn loopback_hosts_bypass_proxies() {
+        assert!(is_loopback("http://127.0.0.1:8080/x"));
+        assert!(is_loopback("http://localhost/x"));
+        assert!(is_loopback("http://[::1]:9/x"));
+        assert!(!is_loopback("https://huggingface.co/timm"));
+        assert!(!is_loopback("https://127.0.0.1.example.com/x"));
     }
 }

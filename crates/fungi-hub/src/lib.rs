@@ -72,11 +72,17 @@ impl Hub {
                 })
             }
         };
-        let mut hub = Self::new(cache).with_mirror(var("FUNGI_MIRROR"));
+        Ok(Self::new(cache).with_env_sources())
+    }
+
+    /// The sources the environment names: `FUNGI_MIRROR` (all files), `HF_ENDPOINT` (Hugging
+    /// Face files).
+    pub fn with_env_sources(mut self) -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(e) = var("HF_ENDPOINT") {
-            hub.hf_endpoint = e.trim_end_matches('/').to_string();
+            self.hf_endpoint = e.trim_end_matches('/').to_string();
         }
-        Ok(hub)
+        self.with_mirror(var("FUNGI_MIRROR"))
     }
 
     /// Download from `mirror` (a base URL serving the originals' paths) instead of the
@@ -123,9 +129,7 @@ impl Hub {
     pub fn cache_path(&self, entry: &Entry) -> PathBuf {
         match entry.source {
             Source::Url { url, .. } => self.checkpoints_dir().join(file_name(url)),
-            Source::HuggingFace { repo, .. } => self
-                .hf_cache_dir()
-                .join(format!("models--{}", repo.replace('/', "--"))),
+            Source::HuggingFace { repo, .. } => hf::repo_dir(&self.hf_cache_dir(), repo),
         }
     }
 

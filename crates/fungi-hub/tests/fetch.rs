@@ -34,6 +34,17 @@ fn url_entry(file: &'static str, prefix: Option<String>) -> Entry {
     }
 }
 
+/// The files of `dir` other than lock files, sorted.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    v.sort();
+    v
+}
+
 fn hub(dir: &std::path::Path, server: &Server) -> Hub {
     Hub::new(dir)
         .with_mirror(Some(format!("{}/", server.base)))
@@ -163,10 +174,9 @@ fn a_checksum_mismatch_deletes_the_download() {
         err.to_string().contains("expected sha256 c867db91"),
         "{err}"
     );
-    let ckpt = dir.path().join("checkpoints");
     assert_eq!(
-        std::fs::read_dir(ckpt).unwrap().count(),
-        0,
+        files(&dir.path().join("checkpoints")),
+        Vec::<String>::new(),
         "nothing corrupt is kept"
     );
 }
@@ -278,13 +288,178 @@ fn a_download_in_progress_elsewhere_is_refused_not_corrupted() {
     let data = payload();
     let server = Server::start(vec![("/models/f.pth", ranged(data))]);
     let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("checkpoints/f.pth.part");
-    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
-    let other = std::fs::File::create(&part).unwrap();
+    let lock = dir.path().join("checkpoints/f.pth.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let other = std::fs::File::create(&lock).unwrap();
     other.lock().unwrap();
     let err = hub(dir.path(), &server)
         .fetch(&url_entry("f.pth", None))
         .unwrap_err();
     assert!(matches!(err, Error::Busy { .. }), "{err}");
     assert!(server.seen().is_empty());
+}
+
+#[test]
+fn a_range_answered_from_another_offset_restarts_the_download() {
+    let data = payload();
+    let server = Server::start(vec![(
+        "/models/g.pth",
+        Route {
+            shift: 7,
+            ..ranged(data.clone())
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("checkpoints/g.pth.part");
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::write(&part, &data[..100_000]).unwrap();
+    let path = hub(dir.path(), &server)
+        .fetch(&url_entry("g.pth", None))
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].range, None, "the restart asks for the whole file");
+}
+
+#[test]
+fn without_a_length_only_a_checksum_can_tell_a_complete_download() {
+    let data = payload();
+    let route = Route {
+        no_length: true,
+        body: data.clone(),
+        ..Default::default()
+    };
+    let server = Server::start(vec![("/models/h.pth", route)]);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(dir.path(), &server);
+    let err = hub.fetch(&url_entry("h.pth", None)).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("no length"), "{err}");
+    assert_eq!(files(&dir.path().join("checkpoints")), Vec::<String>::new());
+    let entry = url_entry("h.pth", Some(sha256(&data)[..8].to_string()));
+    assert_eq!(std::fs::read(hub.fetch(&entry).unwrap()).unwrap(), data);
+}
+
+#[test]
+fn more_bytes_than_announced_are_refused_and_deleted() {
+    let data = payload();
+    let route = Route {
+        no_length: true,
+        extra: 1000,
+        ..ranged(data.clone())
+    };
+    let server = Server::start(vec![("/models/i.pth", route)]);
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("checkpoints/i.pth.part");
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::write(&part, &data[..10]).unwrap();
+    let err = hub(dir.path(), &server)
+        .fetch(&url_entry("i.pth", None))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("more than the 3145728 bytes"),
+        "{err}"
+    );
+    assert_eq!(files(&dir.path().join("checkpoints")), Vec::<String>::new());
+}
+
+#[test]
+fn malformed_hub_answers_are_errors_not_panics() {
+    let data = payload();
+    let server = Server::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(dir.path(), &server);
+    let cases = [
+        (
+            Route {
+                status: Some("302 Found".into()),
+                ..Default::default()
+            },
+            "a redirect needs a Location",
+        ),
+        (
+            Route {
+                status: Some("300 Multiple Choices".into()),
+                headers: vec![("Location".into(), "/elsewhere".into())],
+                ..Default::default()
+            },
+            "unexpected HTTP 300",
+        ),
+        (
+            hf_route(data.clone(), "../../../../etc/passwd"),
+            "not a sha256",
+        ),
+        (
+            Route {
+                headers: vec![("X-Linked-Etag".into(), sha256(&data))],
+                ..ranged(data.clone())
+            },
+            "X-Repo-Commit",
+        ),
+    ];
+    for (route, want) in cases {
+        server.set(HF_PATH, route);
+        let err = hub.fetch(&hf_entry()).unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err}");
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    }
+    assert!(hub.cached(&hf_entry()).is_none());
+}
+
+#[test]
+fn a_hub_mirror_that_ignores_ranges_on_resume_cannot_leave_a_corrupt_file() {
+    let data = payload();
+    let etag = sha256(&data);
+    let server = Server::start(vec![(
+        HF_PATH,
+        Route {
+            cut: Some(400_000),
+            ..hf_route(data.clone(), &etag)
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(dir.path(), &server);
+    let entry = hf_entry();
+    assert!(matches!(
+        hub.fetch(&entry),
+        Err(Error::HubInterrupted { .. })
+    ));
+    // The resume asks for a range; this server sends the whole file, which the client appends.
+    server.set(
+        HF_PATH,
+        Route {
+            ranges: false,
+            ignore_open_ranges: true,
+            ..hf_route(data.clone(), &etag)
+        },
+    );
+    let err = hub.fetch(&entry).unwrap_err();
+    assert!(matches!(err, Error::Checksum { .. }), "{err}");
+    assert!(hub.cached(&entry).is_none());
+    // The next run downloads it afresh.
+    server.set(HF_PATH, hf_route(data.clone(), &etag));
+    assert_eq!(std::fs::read(hub.fetch(&entry).unwrap()).unwrap(), data);
+}
+
+#[test]
+fn a_hub_file_not_verified_yet_is_checked_before_it_is_used() {
+    let data = payload();
+    let server = Server::start(vec![(HF_PATH, hf_route(data.clone(), &sha256(&data)))]);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(dir.path(), &server);
+    let entry = hf_entry();
+    let path = hub.fetch(&entry).unwrap();
+    // As if the run was killed after the download and before the check, with a bad blob.
+    let blob = std::fs::canonicalize(&path).unwrap();
+    let marker = blob.with_file_name(format!(
+        "{}.verified",
+        blob.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::write(&blob, b"corrupt").unwrap();
+    assert_eq!(hub.cached(&entry), None);
+    assert!(!blob.exists(), "the bad blob is removed");
+    assert_eq!(std::fs::read(hub.fetch(&entry).unwrap()).unwrap(), data);
 }

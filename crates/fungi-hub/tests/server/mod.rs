@@ -17,6 +17,16 @@ pub struct Route {
     pub ranges: bool,
     /// Close the connection after this many body bytes, once (the first longer response).
     pub cut: Option<usize>,
+    /// Send no Content-Length (the body ends when the connection closes).
+    pub no_length: bool,
+    /// Bytes sent after the body (beyond what the headers announce).
+    pub extra: usize,
+    /// Answer range requests from this many bytes after the offset asked for.
+    pub shift: usize,
+    /// Answer open-ended ranges (`bytes=N-`) with the whole file (200), closed ones as asked.
+    pub ignore_open_ranges: bool,
+    /// Answer every request with this status line and no body (e.g. "302 Found").
+    pub status: Option<String>,
 }
 
 /// A request the server saw.
@@ -104,13 +114,25 @@ fn handle(mut stream: TcpStream, routes: &Routes, log: &Mutex<Vec<Seen>>) -> std
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
     };
+    if let Some(status) = &route.status {
+        let mut head = String::new();
+        for (k, v) in &route.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        return write!(
+            stream,
+            "HTTP/1.1 {status}\r\n{head}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
     let len = route.body.len();
     let mut head = String::new();
-    let (status, body): (&str, &[u8]) = match range.as_deref().filter(|_| route.ranges) {
+    let open = range.as_deref().is_some_and(|r| r.ends_with('-'));
+    let honour = route.ranges || (route.ignore_open_ranges && !open);
+    let (status, body): (&str, &[u8]) = match range.as_deref().filter(|_| honour) {
         Some(r) => {
             let spec = r.strip_prefix("bytes=").unwrap_or(r);
             let (a, b) = spec.split_once('-').unwrap_or((spec, ""));
-            let a: usize = a.parse().unwrap_or(0);
+            let a: usize = a.parse::<usize>().unwrap_or(0) + route.shift;
             let b: usize = b
                 .parse()
                 .map_or(len.saturating_sub(1), |b: usize| b.min(len - 1));
@@ -127,10 +149,12 @@ fn handle(mut stream: TcpStream, routes: &Routes, log: &Mutex<Vec<Seen>>) -> std
     for (k, v) in &route.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !route.no_length {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     write!(
         stream,
-        "HTTP/1.1 {status}\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status}\r\n{head}Connection: close\r\n\r\n"
     )?;
     match route.cut.filter(|&c| body.len() > c) {
         Some(c) => {
@@ -140,7 +164,10 @@ fn handle(mut stream: TcpStream, routes: &Routes, log: &Mutex<Vec<Seen>>) -> std
                 r.cut = None;
             }
         }
-        None => stream.write_all(body)?,
+        None => {
+            stream.write_all(body)?;
+            stream.write_all(&vec![0x5A; route.extra])?;
+        }
     }
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
