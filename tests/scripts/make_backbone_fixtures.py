@@ -215,6 +215,26 @@ def cases():
     return out
 
 
+def save_training_checkpoint(sd, path):
+    """A MoCo v3-style training checkpoint around the state dict `sd`: the backbone under
+    `state_dict` -> `module.base_encoder.` with a projection-MLP head (Linear + BatchNorm), a
+    momentum encoder and a predictor next to it, and an optimizer state (int keys) beside."""
+    torch.manual_seed(1)
+    dim = sd["cls_token"].shape[-1]
+    head = nn.Sequential(nn.Linear(dim, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 4))
+    pred = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    nested = {}
+    for prefix in ("module.base_encoder.", "module.momentum_encoder."):
+        nested.update({prefix + k: v.clone() for k, v in sd.items()})
+        nested.update({prefix + "head." + k: v.clone() for k, v in head.state_dict().items()})
+    nested.update({"module.predictor." + k: v for k, v in pred.state_dict().items()})
+    opt = torch.optim.AdamW(head.parameters())
+    head(torch.randn(4, dim)).sum().backward()
+    opt.step()
+    torch.save({"epoch": 300, "arch": "vit_base", "state_dict": nested,
+                "optimizer": opt.state_dict()}, path)
+
+
 class Wrap(nn.Module):
     def __init__(self, model, fn):
         super().__init__()
@@ -280,6 +300,11 @@ def main():
                 save_file(sd, os.path.join(OUT, f"{name}_v5.safetensors"))
         else:
             save_file(sd, os.path.join(OUT, f"{name}.safetensors"))
+            if name == "timm_deit3":
+                # The same state dict as timm users save it (torch.save of a plain dict).
+                torch.save(sd, os.path.join(OUT, f"{name}.pth"))
+            if name == "timm_augreg":
+                save_training_checkpoint(sd, os.path.join(OUT, "timm_augreg_moco_style.pth"))
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump(arch, f, indent=2)
             f.write("\n")

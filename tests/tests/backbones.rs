@@ -414,3 +414,47 @@ fn the_embedding_block_uses_the_model_transform_unless_told_otherwise() {
         .to_string();
     assert!(err.contains("transform") && err.contains("eval"), "{err}");
 }
+
+/// `timm_augreg_moco_style.pth`: the `timm_augreg` weights inside a MoCo v3-style training
+/// checkpoint (`state_dict` → `module.base_encoder.` with a projector head, a momentum encoder,
+/// a predictor, an optimizer state), read through `state_dict_prefix`.
+#[test]
+fn a_training_checkpoint_loads_through_its_state_dict_prefix() {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("timm_augreg.json")).unwrap())
+            .unwrap();
+    let with_prefix = |json: &mut serde_json::Value, prefix: &str| {
+        json["state_dict_prefix"] = serde_json::Value::String(prefix.into());
+        VitConfig::from_json_str(&json.to_string(), Some("moco")).unwrap()
+    };
+    let file = dir().join("timm_augreg_moco_style.pth");
+    let c = with_prefix(&mut json, "state_dict.module.base_encoder.");
+    let m = Vit::<B>::from_file(&c, &file, &device()).unwrap();
+    let want = model::<B>("timm_augreg", "timm_augreg.safetensors").to_state_dict();
+    let got = m.to_state_dict();
+    assert_eq!(got.tensors.len(), want.tensors.len());
+    for (k, t) in &want.tensors {
+        assert_eq!(
+            got.tensors[k].data.as_ref().unwrap(),
+            t.data.as_ref().unwrap(),
+            "{k}"
+        );
+    }
+    // Without the prefix: every key is unexpected, a clear mismatch; a wrong prefix names the
+    // keys' beginnings.
+    let err = Vit::<B>::from_file(&arch("timm_augreg"), &file, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("state_dict.module.base_encoder.cls_token"),
+        "{err}"
+    );
+    let c = with_prefix(&mut json, "model.");
+    let err = Vit::<B>::from_file(&c, &file, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`model.`") && err.contains("state_dict.module."),
+        "{err}"
+    );
+}

@@ -81,6 +81,7 @@ const FIELDS: &[&str] = &[
     "interpolate_offset",
     "num_register_tokens",
     "interpolate_antialias",
+    "state_dict_prefix",
 ];
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -210,6 +211,13 @@ pub struct VitConfig {
     /// transforms), if the config carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<ModelTransform>,
+    /// Where the backbone sits in the checkpoint: only its keys starting with this prefix are
+    /// read, without it (the rest is ignored) — `teacher.backbone.` of DINO's full checkpoints,
+    /// `state_dict.module.base_encoder.` of MoCo v3's (a `.pth`'s nested dicts are joined with
+    /// `.`). With it, a timm config without a head also ignores every `head.*` key (a training
+    /// projector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dict_prefix: Option<String>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -254,6 +262,7 @@ impl VitConfig {
             proj_bias: true,
             patch_bias: true,
             transform: None,
+            state_dict_prefix: None,
         }
     }
     fn dinov2(embed_dim: usize, num_heads: usize) -> Self {

@@ -158,6 +158,16 @@ pub enum Error {
         /// Every disagreement found (all of them, not only the first).
         problems: Vec<KeyProblem>,
     },
+    /// No key of the checkpoint starts with the config's `state_dict_prefix`.
+    #[error("{}: no key starts with state_dict_prefix `{prefix}`; the file's keys start with: {}", path.display(), found.join(", "))]
+    PrefixNotFound {
+        /// File.
+        path: PathBuf,
+        /// The prefix asked for.
+        prefix: String,
+        /// The distinct first two dotted segments of the file's keys (at most 20).
+        found: Vec<String>,
+    },
     /// An architecture config is invalid.
     #[error("invalid architecture config{}: `{key}` = {value}: {expected}",
         source_name.as_ref().map(|s| format!(" {s}")).unwrap_or_default())]

@@ -360,6 +360,7 @@ fn timm(map: Map<String, Value>, source: Option<&str>) -> Result<VitConfig> {
             "\"avg\", \"max\" or \"avgmax\": token pooling needs the class token (class_token is false)",
         ));
     }
+    c.state_dict_prefix = k.string("state_dict_prefix")?;
     k.ignore(DESCRIPTIVE);
     k.ignore(TIMM_TRAINING);
     k.finish()?;
@@ -452,6 +453,7 @@ fn torchvision(map: Map<String, Value>, source: Option<&str>) -> Result<VitConfi
             style: Default::default(),
         });
     }
+    c.state_dict_prefix = k.string("state_dict_prefix")?;
     k.ignore(DESCRIPTIVE);
     k.ignore(&["dropout", "attention_dropout"]);
     k.finish()?;
@@ -609,6 +611,7 @@ fn hugging_face(
     if let Some(v) = k.take("preprocessor") {
         c.transform = Some(hf_preprocessor(&k, v)?);
     }
+    c.state_dict_prefix = k.string("state_dict_prefix")?;
     k.ignore(DESCRIPTIVE);
     k.ignore(HF_IGNORED);
     k.finish()?;

@@ -149,6 +149,36 @@ impl StateDict {
         })
     }
 
+    /// The tensors whose keys start with `prefix`, without it.
+    ///
+    /// # Errors
+    /// [`Error::PrefixNotFound`] when no key starts with it (naming the keys' beginnings).
+    pub fn select_prefix(&self, prefix: &str) -> Result<Self> {
+        let tensors: BTreeMap<String, RawTensor> = self
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
+            .collect();
+        if tensors.is_empty() {
+            let mut found: Vec<String> = self
+                .tensors
+                .keys()
+                .map(|k| k.splitn(3, '.').take(2).collect::<Vec<_>>().join(".") + ".")
+                .collect();
+            found.dedup();
+            found.truncate(20);
+            return Err(Error::PrefixNotFound {
+                path: self.path.clone(),
+                prefix: prefix.to_string(),
+                found,
+            });
+        }
+        Ok(Self {
+            path: self.path.clone(),
+            tensors,
+        })
+    }
+
     /// Checks the keys, shapes and dtypes against `config`; returns every problem found.
     pub fn check(&self, config: &VitConfig) -> Vec<KeyProblem> {
         let expected = config.state_dict_shapes();
@@ -185,7 +215,14 @@ impl StateDict {
         let known: std::collections::HashSet<&str> =
             expected.iter().map(|(k, _)| k.as_str()).collect();
         for (key, t) in &self.tensors {
-            if !known.contains(key.as_str()) && !config.ignored_keys().contains(&key.as_str()) {
+            let projector = config.state_dict_prefix.is_some()
+                && config.num_classes == 0
+                && config.layout == crate::Layout::Timm
+                && key.starts_with("head.");
+            if !known.contains(key.as_str())
+                && !config.ignored_keys().contains(&key.as_str())
+                && !projector
+            {
                 problems.push(KeyProblem::Unexpected {
                     key: key.clone(),
                     found: t.shape.clone(),
@@ -277,6 +314,14 @@ impl<B: Backend> Vit<B> {
     /// [`Error::Mismatch`] listing every missing/unexpected/mis-shaped/mis-typed key.
     pub fn from_state_dict(config: &VitConfig, sd: &StateDict, device: &B::Device) -> Result<Self> {
         config.validate(None)?;
+        let selected;
+        let sd = match &config.state_dict_prefix {
+            Some(prefix) => {
+                selected = sd.select_prefix(prefix)?;
+                &selected
+            }
+            None => sd,
+        };
         let sd = &crate::keys::to_model_names(config.layout, sd);
         let problems = sd.check(config);
         if !problems.is_empty() {

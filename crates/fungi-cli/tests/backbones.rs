@@ -173,23 +173,19 @@ fn embed_reproduces_each_family_with_its_model_transform() {
 }
 
 #[test]
-fn onnx_weights_embed_like_their_state_dict() {
+fn onnx_and_pth_weights_embed_like_their_safetensors() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("st.npy"), dir.path().join("onnx.npy"));
-    let arch = fixtures().join("timm_augreg.json");
-    ok(&embed(
-        &fixtures().join("timm_augreg.safetensors"),
-        Some(&arch),
-        &a,
-        &[],
-    ));
-    ok(&embed(
-        &fixtures().join("timm_augreg.onnx"),
-        Some(&arch),
-        &b,
-        &[],
-    ));
-    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    for (case, other) in [("timm_augreg", "onnx"), ("timm_deit3", "pth")] {
+        let a = dir.path().join(format!("{case}.st.npy"));
+        let b = dir.path().join(format!("{case}.{other}.npy"));
+        let arch = fixtures().join(format!("{case}.json"));
+        let st = fixtures().join(format!("{case}.safetensors"));
+        ok(&embed(&st, Some(&arch), &a, &[]));
+        let w = fixtures().join(format!("{case}.{other}"));
+        ok(&embed(&w, Some(&arch), &b, &[]));
+        let same = std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
+        assert!(same, "{case}: .{other} and .safetensors embed differently");
+    }
 }
 
 /// `(case, target as named in its checkpoint)`.
