@@ -133,14 +133,14 @@ impl<B: VitOps, C: burn_autodiff::checkpoint::strategy::CheckpointStrategy> VitO
 }
 
 #[cfg(feature = "ndarray")]
-impl VitOps for burn::backend::NdArray {
+impl VitOps for burn_ndarray::NdArray {
     fn vit_host_memory() -> bool {
         true
     }
 }
 
 #[cfg(feature = "ndarray")]
-impl VitOps for burn::backend::NdArray<f64> {
+impl VitOps for burn_ndarray::NdArray<f64> {
     fn vit_host_memory() -> bool {
         true
     }
