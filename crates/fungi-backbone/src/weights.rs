@@ -232,6 +232,57 @@ impl StateDict {
         problems
     }
 
+    /// Deterministic random weights for `config` (every key of
+    /// [`VitConfig::state_dict_shapes`], in the model's names), the same bytes on every machine
+    /// and backend: for device checks and benchmarks that need identical weights on two
+    /// machines without carrying a checkpoint. Values come from SplitMix64 seeded by
+    /// FNV-1a(`seed`, key): LayerNorm weights `1 + U(-0.1, 0.1)`, LayerScale `0.1 + U(-0.05, 0.05)`,
+    /// other vectors `U(-0.02, 0.02)`, matrices and embeddings uniform with standard deviation
+    /// 0.02 (timm's init scale).
+    pub fn synthetic(config: &VitConfig, seed: u64) -> Self {
+        let mut tensors = BTreeMap::new();
+        for (key, shape) in config.state_dict_shapes() {
+            let n: usize = shape.iter().product();
+            let (centre, half) = if shape.len() > 1 {
+                (0.0, 0.02 * 3f64.sqrt())
+            } else if key.ends_with(".gamma") {
+                (0.1, 0.05)
+            } else if key.ends_with(".weight") {
+                (1.0, 0.1)
+            } else {
+                (0.0, 0.02)
+            };
+            // FNV-1a over the seed and the key: one independent stream per tensor.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in seed.to_le_bytes().iter().chain(key.as_bytes()) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            let data = (0..n)
+                .map(|_| {
+                    // SplitMix64.
+                    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = h;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    z ^= z >> 31;
+                    let u = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+                    (centre + half * u) as f32
+                })
+                .collect();
+            tensors.insert(
+                key,
+                RawTensor {
+                    shape,
+                    data: Ok(data),
+                },
+            );
+        }
+        Self {
+            path: PathBuf::from(format!("synthetic:{seed}")),
+            tensors,
+        }
+    }
+
     /// Writes the tensors as an F32 safetensors file.
     pub fn write_safetensors(&self, path: &Path) -> Result<()> {
         let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = self

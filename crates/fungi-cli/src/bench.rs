@@ -51,7 +51,9 @@ pub struct BenchArgs {
     /// rounding.
     #[arg(long, default_value_t = 0)]
     pub max_views_per_pass: usize,
-    /// Print the rows as JSON (one object with the setup and every row) instead of a table.
+    /// Print the rows as JSON lines instead of a table: one object per row, with the setup's
+    /// fields (backend, device, precision, arch, ...) in each, written and flushed as soon as
+    /// the row is timed, so a run cut short keeps the rows it finished.
     #[arg(long)]
     pub json: bool,
 }
@@ -67,8 +69,9 @@ struct Row {
     device_mem_reserved_mb: Option<f64>,
 }
 
+/// The setup, repeated in every JSON line.
 #[derive(Debug, Serialize)]
-struct Report {
+struct Setup {
     backend: String,
     device: String,
     precision: String,
@@ -81,7 +84,15 @@ struct Report {
     views_per_pass: usize,
     threads: usize,
     cpu: String,
-    rows: Vec<Row>,
+}
+
+/// One JSON line: the setup and one row.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    setup: &'a Setup,
+    #[serde(flatten)]
+    row: &'a Row,
 }
 
 fn cpu_model() -> String {
@@ -206,7 +217,7 @@ pub fn run<B: AutodiffVitOps>(
         .map(fungi::benchmark::noise_image)
         .collect();
     let idx: Vec<u64> = (0..max_batch as u64).collect();
-    let mut report = Report {
+    let mut report = Setup {
         backend: std::any::type_name::<B::InnerBackend>().into(),
         device: device_name.into(),
         precision: precision.to_string(),
@@ -222,7 +233,6 @@ pub fn run<B: AutodiffVitOps>(
         views_per_pass: ex.engine().views_per_pass(),
         threads: rayon::current_num_threads(),
         cpu: cpu_model(),
-        rows: vec![],
     };
     if !args.json {
         eprintln!(
@@ -250,6 +260,7 @@ pub fn run<B: AutodiffVitOps>(
         fungi::benchmark::reset_peak_rss();
         // Warm-up: allocations, autotuning, the device projection.
         ex.extract(&imgs[..b], &idx[..b])?;
+        report.projection = ex.device_projection()?.residency().to_string();
         let mut t: Vec<f64> = (0..args.iters)
             .map(|_| -> Result<f64> {
                 let s = Instant::now();
@@ -286,11 +297,16 @@ pub fn run<B: AutodiffVitOps>(
                 mb(row.device_mem_reserved_mb)
             );
         }
-        report.rows.push(row);
-    }
-    report.projection = ex.device_projection()?.residency().to_string();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        if args.json {
+            use std::io::Write;
+            let line = serde_json::to_string(&Line {
+                setup: &report,
+                row: &row,
+            })?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
     }
     Ok(())
 }

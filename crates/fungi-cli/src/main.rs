@@ -9,6 +9,7 @@ mod inspect;
 mod knn;
 mod merge;
 mod npy;
+mod synthetic;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -30,7 +31,8 @@ pub enum OnError {
 )]
 struct Cli {
     /// Compute device: auto, flex (CPU), ndarray (CPU), cuda[:N], wgpu. Only backends compiled in
-    /// (cargo features) are available; auto picks cuda > wgpu > flex > ndarray.
+    /// (cargo features) are available; auto picks cuda (when this machine has the driver, NVRTC
+    /// and the CUDA headers) > wgpu > flex > ndarray.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
     /// Precision of the network's Linear products before the target layer (and of every
@@ -60,6 +62,9 @@ enum Command {
     /// Extraction throughput without a dataset (random weights unless --weights): images/s,
     /// views/s, seconds per batch, peak memory.
     Bench(bench::BenchArgs),
+    /// Deterministic random weights for an architecture (the same bytes on every machine), for
+    /// device checks and benchmarks.
+    SyntheticWeights(synthetic::SyntheticArgs),
 }
 
 /// The architecture `arch` (preset or JSON file), refused before any weights are read when it
@@ -114,6 +119,7 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
         Command::Knn(a) => knn::run::<B>(a, &device),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run::<burn::backend::Autodiff<B>>(a, &device, &cli.device, p),
+        Command::SyntheticWeights(a) => synthetic::run(a),
     }
 }
 
@@ -134,6 +140,23 @@ fn available() -> Vec<&'static str> {
     v
 }
 
+/// `--device auto`: the first backend compiled in, skipping CUDA (with a warning saying why)
+/// when this machine cannot run it.
+fn auto_device(index: usize) -> String {
+    for kind in available() {
+        #[cfg(all(unix, feature = "cuda"))]
+        if kind == "cuda" {
+            if let Err(e) = fungi::cuda::preflight(index) {
+                tracing::warn!("--device auto: not using CUDA: {e}");
+                continue;
+            }
+        }
+        let _ = index;
+        return kind.to_string();
+    }
+    "none".into()
+}
+
 fn main() -> Result<()> {
     // `fungi inspect ... | head` must end quietly like any Unix tool, not panic on a closed pipe.
     #[cfg(unix)]
@@ -149,16 +172,18 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    // Commands without a network run before a backend is chosen.
-    if let Command::Fetch(a) = &cli.cmd {
-        return fetch::run(a);
+    // Commands that need no backend run before one is chosen.
+    match &cli.cmd {
+        Command::Fetch(a) => return fetch::run(a),
+        Command::SyntheticWeights(a) => return synthetic::run(a),
+        _ => {}
     }
     let (kind, index) = match cli.device.split_once(':') {
         Some((k, i)) => (k.to_string(), i.parse::<usize>().ok()),
         None => (cli.device.clone(), None),
     };
     let kind = if kind == "auto" {
-        available().first().copied().unwrap_or("none").to_string()
+        auto_device(index.unwrap_or(0))
     } else {
         kind
     };
@@ -166,6 +191,10 @@ fn main() -> Result<()> {
     match kind.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => {
+            // The driver, NVRTC and the CUDA headers are checked here, on this thread: cubecl
+            // would panic on its device thread (or skip kernels) without them.
+            #[cfg(unix)]
+            tracing::info!("{}", fungi::cuda::preflight(index.unwrap_or(0))?);
             let d = burn::backend::cuda::CudaDevice::new(index.unwrap_or(0));
             run::<burn::backend::Cuda>(&cli, d)
         }

@@ -200,3 +200,74 @@ fn bad_arguments_are_clear_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&r.stderr).contains("device `tpu` is not available"));
 }
+
+/// `fungi bench --json` writes one self-contained JSON line per row as soon as it is timed (the
+/// GPU check reads them back even when a step is cut short).
+#[test]
+fn bench_json_writes_one_line_per_row_with_the_setup() {
+    let r = fungi()
+        .args(["--device", "flex", "bench", "--arch"])
+        .arg(golden().join("model.json"))
+        .args([
+            "--objectives",
+            "kl",
+            "--batch",
+            "1,2",
+            "--iters",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = String::from_utf8(r.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (l, b) in lines.iter().zip([1, 2]) {
+        assert_eq!(l["batch"], b);
+        assert!(l["images_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(l["precision"], "f32");
+        assert_eq!(l["objectives"][0], "kl");
+        assert_eq!(l["projection"], "host");
+    }
+}
+
+/// `fungi synthetic-weights` writes the same bytes every time for a seed, and they load.
+#[test]
+fn synthetic_weights_are_deterministic_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, seed: &str| {
+        let p = dir.path().join(name);
+        let r = fungi()
+            .args(["synthetic-weights", "--arch"])
+            .arg(golden().join("model.json"))
+            .args(["--seed", seed, "--out"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        std::fs::read(p).unwrap()
+    };
+    let (a, b, c) = (write("a.st", "3"), write("b.st", "3"), write("c.st", "4"));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let out = dir.path().join("e.npy");
+    let r = fungi()
+        .args(["--device", "flex", "embed", "--weights"])
+        .arg(dir.path().join("a.st"))
+        .arg("--arch")
+        .arg(golden().join("model.json"))
+        .arg("--images")
+        .arg(golden().join("images"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (shape, v) = read_npy(&out);
+    assert_eq!(shape, vec![8, 64]);
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
+}

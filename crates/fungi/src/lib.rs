@@ -31,6 +31,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub mod benchmark;
+#[cfg(unix)]
+pub mod cuda;
 pub mod dataset;
 mod facade;
 pub mod layout;
