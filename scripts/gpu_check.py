@@ -477,7 +477,7 @@ def main():
     ap.add_argument("--precisions", default=None, help="default f32,bf16 on cuda, f32 elsewhere")
     ap.add_argument("--iters", default="2")
     ap.add_argument("--python", default=sys.executable, help="the Python with torch + timm for fungivision")
-    ap.add_argument("--budget", type=float, default=420, help="seconds for all steps; later steps are skipped")
+    ap.add_argument("--budget", type=float, default=330, help="seconds for all steps; later steps are skipped")
     ap.add_argument("--skip", default="", help="comma-separated step-name prefixes to skip")
     a = ap.parse_args()
     a.work = a.work or "/tmp/fungi-gpu-check"

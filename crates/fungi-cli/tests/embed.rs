@@ -251,13 +251,17 @@ fn synthetic_weights_are_deterministic_and_load() {
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         std::fs::read(p).unwrap()
     };
-    let (a, b, c) = (write("a.st", "3"), write("b.st", "3"), write("c.st", "4"));
+    let (a, b, c) = (
+        write("a.safetensors", "3"),
+        write("b.safetensors", "3"),
+        write("c.safetensors", "4"),
+    );
     assert_eq!(a, b);
     assert_ne!(a, c);
     let out = dir.path().join("e.npy");
     let r = fungi()
         .args(["--device", "flex", "embed", "--weights"])
-        .arg(dir.path().join("a.st"))
+        .arg(dir.path().join("a.safetensors"))
         .arg("--arch")
         .arg(golden().join("model.json"))
         .arg("--images")
