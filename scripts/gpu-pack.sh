@@ -17,7 +17,7 @@
 #   scripts/gpu-pack.sh --fungi target/release/fungi --no-wheel   # any prebuilt binary (CI: flex only)
 #   scripts/gpu-pack.sh --caches caches.tgz    # reuse the compiled-kernel / autotune caches of a call
 #
-# The CUDA build goes to its own target dir (target/cuda), so the CPU build in target/release is
+# The CUDA build goes to its own target dir (target/cuda, or $CUDA_TARGET_DIR), so the CPU build in target/release is
 # never overwritten. CUDARC_CUDA_VERSION (default 13000: the GPU machine's CUDA 13 toolkit and
 # driver 580) pins the CUDA API version cudarc binds at build time; there is no nvcc here to
 # detect it.
@@ -43,8 +43,8 @@ done
 if [[ -z $FUNGI ]]; then
   export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
   echo "building the CUDA CLI (CUDARC_CUDA_VERSION=$CUDARC_CUDA_VERSION) in target/cuda ..." >&2
-  cargo build --release -p fungi-cli --no-default-features --features cuda,flex --target-dir target/cuda
-  FUNGI=target/cuda/release/fungi
+  cargo build --release -p fungi-cli --no-default-features --features cuda,flex --target-dir "${CUDA_TARGET_DIR:-target/cuda}"
+  FUNGI=${CUDA_TARGET_DIR:-target/cuda}/release/fungi
 fi
 [[ -x $FUNGI ]] || { echo "gpu-pack.sh: $FUNGI is not an executable" >&2; exit 1; }
 
