@@ -21,6 +21,90 @@ impl std::fmt::Display for SplitKind {
     }
 }
 
+/// Which set of rows a matrix or a set of labels belongs to, across all the protocols (a superset
+/// of [`SplitKind`], which the kNN protocol's errors keep using).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subset {
+    /// Training rows (classification).
+    Train,
+    /// Validation rows of the linear probe (given, or the held-out part of the stratified split).
+    Validation,
+    /// Test rows (classification).
+    Test,
+    /// Retrieval queries.
+    Queries,
+    /// Retrieval database.
+    Database,
+}
+
+impl std::fmt::Display for Subset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Subset::Train => "train",
+            Subset::Validation => "validation",
+            Subset::Test => "test",
+            Subset::Queries => "query",
+            Subset::Database => "database",
+        })
+    }
+}
+
+impl From<SplitKind> for Subset {
+    fn from(s: SplitKind) -> Self {
+        match s {
+            SplitKind::Train => Subset::Train,
+            SplitKind::Test => Subset::Test,
+        }
+    }
+}
+
+/// The lists of a revisited Oxford / Paris ground-truth entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GndList {
+    /// `easy`.
+    Easy,
+    /// `hard`.
+    Hard,
+    /// `junk`.
+    Junk,
+}
+
+impl std::fmt::Display for GndList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GndList::Easy => "easy",
+            GndList::Hard => "hard",
+            GndList::Junk => "junk",
+        })
+    }
+}
+
+/// The two protocols of the revisited retrieval benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalProtocol {
+    /// Positives: easy + hard; junk ignored.
+    Medium,
+    /// Positives: hard; junk + easy ignored.
+    Hard,
+}
+
+impl std::fmt::Display for RetrievalProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RetrievalProtocol::Medium => "medium",
+            RetrievalProtocol::Hard => "hard",
+        })
+    }
+}
+
+fn in_protocol(p: &Option<RetrievalProtocol>) -> String {
+    p.map(|p| format!(" in the {p} protocol"))
+        .unwrap_or_default()
+}
+
 /// Errors of `fungi-eval`. None of its functions panics on bad input; they return one of these.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
@@ -229,10 +313,266 @@ pub enum EvalError {
     /// Metrics on no targets.
     #[error("no targets to score (expected at least one)")]
     NoTargets,
+    /// Features and labels of different lengths (the in-memory kNN, the logistic regression).
+    #[error("{subset} features have {rows} rows but there are {labels} {subset} labels (expected equal)")]
+    LabelRows {
+        /// Which rows.
+        subset: Subset,
+        /// Rows of the features.
+        rows: usize,
+        /// Labels given.
+        labels: usize,
+    },
+    /// A set of rows that must not be empty (validation, queries, database, the probe's train).
+    #[error("the {subset} set has no rows (expected at least one)")]
+    EmptySubset {
+        /// Which rows.
+        subset: Subset,
+    },
+    /// Features with no columns (the logistic regression, retrieval).
+    #[error("{subset} features have 0 columns (expected at least 1)")]
+    NoColumns {
+        /// Which rows.
+        subset: Subset,
+    },
+    /// A NaN or infinite input of the logistic regression or of the retrieval ranking.
+    #[error("{subset} row {row}, column {col} holds {value} (expected finite values)")]
+    NonFiniteValue {
+        /// Which rows.
+        subset: Subset,
+        /// Row.
+        row: usize,
+        /// Column.
+        col: usize,
+        /// The value.
+        value: f64,
+    },
+    /// [`crate::LogisticRegression::predict`] on rows of another width than the fitted ones.
+    #[error("linear probe: fitted on {fitted} columns, asked to predict rows of {found} columns")]
+    ProbeDims {
+        /// Width the model was fitted on.
+        fitted: usize,
+        /// Width of the input.
+        found: usize,
+    },
+    /// A [`crate::LogisticRegression`] whose `classes` do not match the rows of its `coef`
+    /// (only possible for a model built or edited by hand).
+    #[error("linear probe: the model has {classes} classes but {rows} coefficient rows (expected equal and at least 1)")]
+    ProbeClasses {
+        /// Classes.
+        classes: usize,
+        /// Rows of `coef`.
+        rows: usize,
+    },
+    /// A regularisation strength that is not finite and positive.
+    #[error("linear probe: lambda = {value} (expected a finite value > 0)")]
+    BadLambda {
+        /// The value.
+        value: f64,
+    },
+    /// An empty list of candidate regularisation strengths.
+    #[error("linear probe: no lambda values to choose from (expected at least one)")]
+    NoLambdas,
+    /// A solver tolerance that is not finite and non-negative.
+    #[error("linear probe: solver tolerance {value} (expected a finite value >= 0)")]
+    BadTolerance {
+        /// The value.
+        value: f64,
+    },
+    /// A class too small for the stratified split (scikit-learn refuses it as well).
+    #[error("stratified 80/20 split: class {label} has {count} member(s) (expected at least 2 per class)")]
+    StratifyClass {
+        /// The class label.
+        label: i64,
+        /// Its rows.
+        count: usize,
+    },
+    /// A stratified split whose train or held-out part cannot hold one row of every class.
+    #[error("stratified 80/20 split of {rows} rows: the {part} part gets {size} rows for {classes} classes (expected at least one row per class)")]
+    StratifySize {
+        /// Rows split.
+        rows: usize,
+        /// `train` or `validation` (the held-out part).
+        part: Subset,
+        /// Rows the part gets.
+        size: usize,
+        /// Distinct classes.
+        classes: usize,
+    },
+    /// A validation set with another number of feature matrices than there are blocks.
+    #[error("the validation set has {matrices} feature matrices for {blocks} blocks (expected one per block, in block order)")]
+    ValidationBlocks {
+        /// Blocks.
+        blocks: usize,
+        /// Validation matrices.
+        matrices: usize,
+    },
+    /// A block whose row count differs from its subset's label count.
+    #[error("block `{block}`: {subset} features have {rows} rows but there are {labels} {subset} labels (expected equal)")]
+    BlockLabelRows {
+        /// Block name.
+        block: String,
+        /// Which rows.
+        subset: Subset,
+        /// Rows of the block.
+        rows: usize,
+        /// Labels of the subset.
+        labels: usize,
+    },
+    /// A block whose row count differs from the first block's.
+    #[error("block `{block}`: {subset} features have {rows} rows, block `{first}` has {expected} (expected equal)")]
+    BlockRows {
+        /// Block name.
+        block: String,
+        /// Which rows.
+        subset: Subset,
+        /// Rows of the block.
+        rows: usize,
+        /// The first block.
+        first: String,
+        /// Its rows.
+        expected: usize,
+    },
+    /// A block matrix that is inconsistent (`data.len() != rows * cols`).
+    #[error("block `{block}`: the {subset} matrix claims {rows} x {cols} but holds {len} values")]
+    BlockShape {
+        /// Block name.
+        block: String,
+        /// Which rows.
+        subset: Subset,
+        /// Claimed rows.
+        rows: usize,
+        /// Claimed columns.
+        cols: usize,
+        /// Values held.
+        len: usize,
+    },
+    /// A block whose width differs between two subsets, or is zero.
+    #[error("block `{block}`: {found} columns in {subset}, {expected} in {reference} (expected equal and at least 1)")]
+    BlockWidth {
+        /// Block name.
+        block: String,
+        /// The subset with the unexpected width.
+        subset: Subset,
+        /// Its columns.
+        found: usize,
+        /// The subset whose width is the reference.
+        reference: Subset,
+        /// Columns of the reference.
+        expected: usize,
+    },
+    /// A NaN or infinite feature of a block.
+    #[error(
+        "block `{block}`, {subset} row {row}, column {col}: {value} (expected finite features)"
+    )]
+    BlockNonFinite {
+        /// Block name.
+        block: String,
+        /// Which rows.
+        subset: Subset,
+        /// First bad row.
+        row: usize,
+        /// First bad column of that row.
+        col: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Retrieval: another number of query rows than ground-truth entries.
+    #[error("block `{block}`: {queries} query rows but the ground truth has {gnd} queries (expected equal)")]
+    GndQueries {
+        /// Block name.
+        block: String,
+        /// Query rows.
+        queries: usize,
+        /// Ground-truth entries.
+        gnd: usize,
+    },
+    /// Retrieval: a ground-truth index past the database.
+    #[error("ground truth of query {query}: {list}[{position}] = {index} is past the database of {database} images")]
+    GndIndex {
+        /// The query.
+        query: usize,
+        /// The list holding it.
+        list: GndList,
+        /// Its position in the list.
+        position: usize,
+        /// The index.
+        index: usize,
+        /// Database images.
+        database: usize,
+    },
+    /// Retrieval: a query with no positive image (under a protocol, when known). The reference
+    /// skips such a query silently; here it is refused.
+    #[error("query {query} has no positive images{} (expected at least one)", in_protocol(.protocol))]
+    NoPositives {
+        /// The query.
+        query: usize,
+        /// The protocol, when the positives came from a revisited ground truth.
+        protocol: Option<RetrievalProtocol>,
+    },
+    /// Retrieval: a query none of whose positives appears in its ranking (the reference fails on
+    /// it).
+    #[error("query {query}: none of its {positives} positive images appears in its ranking of {ranked} images")]
+    UnrankedPositives {
+        /// The query.
+        query: usize,
+        /// Positives.
+        positives: usize,
+        /// Length of the ranking.
+        ranked: usize,
+    },
+    /// Retrieval: another number of rankings than ground-truth entries.
+    #[error("{rankings} rankings for {queries} ground-truth queries (expected equal)")]
+    RankingCount {
+        /// Rankings.
+        rankings: usize,
+        /// Ground-truth queries.
+        queries: usize,
+    },
+    /// Retrieval: rankings of different lengths.
+    #[error("the ranking of query {query} has {found} entries, the first one {expected} (expected equal)")]
+    RankingLength {
+        /// The query.
+        query: usize,
+        /// Its length.
+        found: usize,
+        /// The first query's.
+        expected: usize,
+    },
+    /// Retrieval: queries and database of different widths.
+    #[error("retrieval: database features have {database} columns, query features {queries} (expected equal)")]
+    RetrievalDims {
+        /// Database columns.
+        database: usize,
+        /// Query columns.
+        queries: usize,
+    },
+    /// A precision-at-k cut-off of 0.
+    #[error("precision at k: k must be at least 1, got 0")]
+    ZeroKappa,
+    /// A ground-truth file that cannot be read or parsed.
+    #[error("ground truth {path}: {reason}")]
+    GndFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A ground-truth file with a missing or malformed field.
+    #[error("ground truth {path}: field `{field}`: {reason}")]
+    GndField {
+        /// The file.
+        path: String,
+        /// The field, e.g. `gnd[3].hard[2]`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl EvalError {
-    /// The split the error is about, when it is about one.
+    /// The split the error is about, when it is about the train or test split of the kNN
+    /// protocol (see [`EvalError::subset`] for every protocol).
     pub fn split(&self) -> Option<SplitKind> {
         match self {
             EvalError::KnnNonFinite { split, .. }
@@ -242,6 +582,29 @@ impl EvalError {
             | EvalError::ZeroWidth { split, .. }
             | EvalError::NonFinite { split, .. } => Some(*split),
             EvalError::EmptyFewShot { .. } => Some(SplitKind::Train),
+            _ => None,
+        }
+    }
+
+    /// The set of rows the error is about, when it is about one (any protocol).
+    pub fn subset(&self) -> Option<Subset> {
+        if let Some(s) = self.split() {
+            return Some(s.into());
+        }
+        match self {
+            EvalError::LabelRows { subset, .. }
+            | EvalError::EmptySubset { subset }
+            | EvalError::NoColumns { subset }
+            | EvalError::NonFiniteValue { subset, .. }
+            | EvalError::BlockLabelRows { subset, .. }
+            | EvalError::BlockRows { subset, .. }
+            | EvalError::BlockShape { subset, .. }
+            | EvalError::BlockWidth { subset, .. }
+            | EvalError::BlockNonFinite { subset, .. } => Some(*subset),
+            EvalError::ValidationBlocks { .. } => Some(Subset::Validation),
+            EvalError::StratifyClass { .. } | EvalError::StratifySize { .. } => Some(Subset::Train),
+            EvalError::GndQueries { .. } => Some(Subset::Queries),
+            EvalError::GndIndex { .. } => Some(Subset::Database),
             _ => None,
         }
     }

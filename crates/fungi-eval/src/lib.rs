@@ -1,5 +1,9 @@
 //! # fungi-eval
 //!
+//! The paper's evaluation protocols on in-memory `f64` features: kNN ([`evaluate`], [`knn`]),
+//! the linear probe ([`evaluate_linear_probe`], [`LogisticRegression`], [`linear_probe`]) and
+//! revisited Oxford / Paris retrieval ([`retrieval_map`], [`compute_map`], [`GroundTruth`]).
+//!
 //! The kNN protocol of the paper (`no-train-all-gain/train_knn_concat_grads.py` as run by
 //! `jobs/concat.job`): every block L2-normalised per row, blocks concatenated in order, PCA fitted
 //! on the training rows (only when `pca_dim < n_train` and `pca_dim < dim`), Euclidean kNN with
@@ -10,11 +14,28 @@
 #![warn(missing_docs)]
 
 mod error;
+mod gnd;
+mod lbfgs;
+mod logreg;
+mod probe;
+mod retrieval;
+mod split;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use error::{EvalError, SplitKind};
+pub use error::{EvalError, GndList, RetrievalProtocol, SplitKind, Subset};
+pub use gnd::{GroundTruth, QueryGnd};
+pub use logreg::{linear_probe, logistic_objective, LogisticRegression, SolverOptions};
+pub use probe::{
+    default_lambdas, evaluate_linear_probe, LambdaScore, ProbeResult, ProbeSettings, Validation,
+    FEW_SHOT_LAMBDA, SPLIT_SEED, VALIDATION_FRACTION,
+};
+pub use retrieval::{
+    compute_ap, compute_map, rank_database, retrieval_map, revisited_map, ApGnd, MapScores,
+    RetrievalBlock, RetrievalResult, RevisitedScores, RETRIEVAL_KS,
+};
+pub use split::{stratified_split, RandomState};
 
 /// Result of `fungi-eval`'s fallible functions.
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
@@ -103,6 +124,31 @@ impl Matrix {
             }
         }
         Self::new(rows, cols, data)
+    }
+}
+
+// Serialised as `{rows, cols, data}`; deserialising checks `data.len() == rows * cols`.
+impl Serialize for Matrix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Matrix", 3)?;
+        st.serialize_field("rows", &self.rows)?;
+        st.serialize_field("cols", &self.cols)?;
+        st.serialize_field("data", &self.data)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Matrix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            rows: usize,
+            cols: usize,
+            data: Vec<f64>,
+        }
+        let r = Raw::deserialize(d)?;
+        Matrix::new(r.rows, r.cols, r.data).map_err(serde::de::Error::custom)
     }
 }
 
@@ -280,6 +326,31 @@ pub fn knn_neighbors<B: Backend>(
     Ok(out)
 }
 
+/// The kNN classifier of the protocol on in-memory matrices: the labels predicted for the rows
+/// of `test` by a uniform majority vote over their `k` nearest `train` rows (Euclidean; ties →
+/// the smallest label), i.e. [`knn_neighbors`] then [`vote`]. No normalisation, no PCA: the
+/// caller applies them ([`Matrix::l2_normalized`], [`Pca`]) as [`evaluate`] does. The protocol
+/// votes uniformly (the paper's `train_knn_concat_grads.py`); there is no temperature.
+///
+/// Errors: `train.rows != train_labels.len()`, and those of [`knn_neighbors`].
+pub fn knn<B: Backend>(
+    train: &Matrix,
+    train_labels: &[i64],
+    test: &Matrix,
+    k: usize,
+    device: &B::Device,
+) -> Result<Vec<i64>> {
+    train.check()?;
+    if train.rows != train_labels.len() {
+        return Err(EvalError::LabelRows {
+            subset: Subset::Train,
+            rows: train.rows,
+            labels: train_labels.len(),
+        });
+    }
+    vote(&knn_neighbors::<B>(train, test, k, device)?, train_labels)
+}
+
 /// Majority vote over the neighbours' labels; ties go to the smallest label.
 ///
 /// Errors: a test row with no neighbours (no label is invented for it), a neighbour index past
@@ -422,6 +493,32 @@ fn validate(
     if s.pca_dim == Some(0) {
         return Err(EvalError::ZeroPcaDim);
     }
+    check_blocks(blocks, train_labels, test_labels)?;
+    few_shot_rows(train_labels, s.few_shot)
+}
+
+/// The training rows to use: all, or the first `few_shot` of every class (never none).
+pub(crate) fn few_shot_rows(train_labels: &[i64], few_shot: Option<usize>) -> Result<Vec<usize>> {
+    let rows: Vec<usize> = match few_shot {
+        Some(n) => few_shot_indices(train_labels, n),
+        None => (0..train_labels.len()).collect(),
+    };
+    if rows.is_empty() {
+        return Err(EvalError::EmptyFewShot {
+            shots: few_shot.unwrap_or(0),
+        });
+    }
+    Ok(rows)
+}
+
+/// The block checks of [`evaluate`] (shared with the linear probe): at least one block, train and
+/// test labels, and for every block consistent matrices with as many rows as labels, at least one
+/// column, equal train and test widths and finite values.
+pub(crate) fn check_blocks(
+    blocks: &[Block],
+    train_labels: &[i64],
+    test_labels: &[i64],
+) -> Result<()> {
     if blocks.is_empty() {
         return Err(EvalError::NoBlocks);
     }
@@ -481,16 +578,7 @@ fn validate(
             }
         }
     }
-    let rows: Vec<usize> = match s.few_shot {
-        Some(n) => few_shot_indices(train_labels, n),
-        None => (0..train_labels.len()).collect(),
-    };
-    if rows.is_empty() {
-        return Err(EvalError::EmptyFewShot {
-            shots: s.few_shot.unwrap_or(0),
-        });
-    }
-    Ok(rows)
+    Ok(())
 }
 
 /// Every non-empty combination of blocks (in the paper's enumeration order: by size, then
@@ -550,6 +638,21 @@ pub fn evaluate<B: Backend>(
             })
         })
         .collect()
+}
+
+/// Every non-empty combination of `n` blocks, in the paper's order (by size, then
+/// lexicographic).
+fn all_combinations(n: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for size in 1..=n {
+        combinations(n, size, &mut vec![], 0, &mut out);
+    }
+    out
+}
+
+/// The name of a combination: the block names joined by `+`.
+fn combination_name<'a>(combo: &[usize], name: impl Fn(usize) -> &'a str) -> String {
+    combo.iter().map(|&i| name(i)).collect::<Vec<_>>().join("+")
 }
 
 fn combinations(
