@@ -193,8 +193,13 @@ fn main() -> Result<()> {
         "cuda" => {
             // The driver, NVRTC and the CUDA headers are checked here, on this thread: cubecl
             // would panic on its device thread (or skip kernels) without them.
+            // (Not inside `tracing::info!`: its arguments are only evaluated when the level
+            // is enabled.)
             #[cfg(unix)]
-            tracing::info!("{}", fungi::cuda::preflight(index.unwrap_or(0))?);
+            {
+                let info = fungi::cuda::preflight(index.unwrap_or(0))?;
+                tracing::info!("{info}");
+            }
             let d = burn::backend::cuda::CudaDevice::new(index.unwrap_or(0));
             run::<burn::backend::Cuda>(&cli, d)
         }
