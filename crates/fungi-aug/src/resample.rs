@@ -16,8 +16,9 @@ use image::RgbImage;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// Pillow's resampling filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Pillow's resampling filters (serialised `"bilinear"` / `"bicubic"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Filter {
     /// `Image.BILINEAR` (triangle, support 1).
     Bilinear,

@@ -53,7 +53,8 @@ pub fn eval_geometry(w: u32, h: u32, resize_to: u32, crop_size: u32) -> ((u64, u
 
 /// The conventions of an eval pipeline beyond its numbers (resize kernel, crop rounding,
 /// scaling to `[0, 1]`), which differ between the libraries a model's transform comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvalStyle {
     /// torchvision transforms on PIL images (DINO, timm, torchvision weights): Pillow's resize,
     /// crop offset `round(d / 2)` (half to even), `x / 255`, `(v - mean) / std` in `f32`.
@@ -76,13 +77,19 @@ pub enum EvalStyle {
 /// ImageNet statistics. A model's own eval transform (timm's `pretrained_cfg`, torchvision's
 /// weights transforms) is the same pipeline with its numbers: see [`EvalTransform::timm`] and
 /// [`EvalTransform::torchvision`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// It is also the architecture's own transform in `fungi_backbone::VitConfig::transform`,
+/// serialised there (and so in state files and run identities) as `{"resize", "crop",
+/// "interpolation", "mean", "std"}` plus `"squash": true` and `"style"` when they are not the
+/// defaults.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalTransform {
     /// Short side after resizing (256).
     pub resize: u32,
     /// Center-crop size (224).
     pub crop: u32,
     /// Resampling filter of the resize (PIL bicubic).
+    #[serde(rename = "interpolation")]
     pub filter: Filter,
     /// Per-channel mean subtracted after scaling to `[0, 1]` (ImageNet).
     pub mean: [f32; 3],
@@ -90,9 +97,18 @@ pub struct EvalTransform {
     pub std: [f32; 3],
     /// Resize to `resize x resize` whatever the aspect ratio (transformers' `size: {height,
     /// width}`) instead of the short side to `resize`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub squash: bool,
     /// The library conventions of the pipeline.
+    #[serde(default, skip_serializing_if = "EvalStyle::is_torchvision")]
     pub style: EvalStyle,
+}
+
+impl EvalStyle {
+    /// Whether this is the default, [`EvalStyle::Torchvision`] (left out when serialised).
+    pub fn is_torchvision(&self) -> bool {
+        *self == EvalStyle::Torchvision
+    }
 }
 
 impl Default for EvalTransform {

@@ -6,31 +6,10 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::family::{Act, Layout, ModelTransform, Pool, PosPrefix};
-use crate::vit::Vit;
+use fungi_aug::transforms::EvalTransform;
 
-/// Names of the built-in architecture presets.
-pub const PRESETS: &[&str] = &[
-    "dino_vits16",
-    "dino_vits8",
-    "dino_vitb16",
-    "dino_vitb8",
-    "dinov2_vits14",
-    "dinov2_vitb14",
-    "dinov2_vits14_reg",
-    "dinov2_vitb14_reg",
-    "vit_small_patch16_224.augreg_in1k",
-    "vit_small_patch16_224.augreg_in21k",
-    "vit_base_patch16_224.augreg_in1k",
-    "vit_base_patch16_224.augreg_in21k",
-    "vit_large_patch16_224.augreg_in21k",
-    "vit_base_patch16_clip_224.openai",
-    "vit_base_patch16_224.mae",
-    "deit3_small_patch16_224.fb_in1k",
-    "deit3_base_patch16_224.fb_in1k",
-    "vit_b_16",
-    "vit_b_32",
-];
+use crate::family::{Act, Layout, Pool, PosPrefix};
+use crate::vit::Vit;
 
 /// Keys an architecture JSON may carry for people (documentation, provenance) or for DINO's
 /// training-only constructor arguments; their values are not used.
@@ -210,7 +189,7 @@ pub struct VitConfig {
     /// The model's own eval transform (timm's `pretrained_cfg`, torchvision's weights
     /// transforms), if the config carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transform: Option<ModelTransform>,
+    pub transform: Option<EvalTransform>,
     /// Where the backbone sits in the checkpoint: only its keys starting with this prefix are
     /// read, without it (the rest is ignored) — `teacher.backbone.` of DINO's full checkpoints,
     /// `state_dict.module.base_encoder.` of MoCo v3's (a `.pth`'s nested dicts are joined with
@@ -317,27 +296,13 @@ impl VitConfig {
         }
     }
 
-    /// A preset by name (see [`PRESETS`]).
+    /// A preset by name (see [`crate::presets::PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
-        let cfg = match name {
-            "dino_vits16" => Self::dino_vits16(),
-            "dino_vits8" => Self::dino_vits8(),
-            "dino_vitb16" => Self::dino_vitb16(),
-            "dino_vitb8" => Self::dino_vitb8(),
-            "dinov2_vits14" => Self::dinov2_vits14(),
-            "dinov2_vitb14" => Self::dinov2_vitb14(),
-            "dinov2_vits14_reg" => Self::dinov2_vits14_reg(),
-            "dinov2_vitb14_reg" => Self::dinov2_vitb14_reg(),
-            other => match crate::presets::other_family(other) {
-                Some(cfg) => cfg,
-                None => {
-                    return Err(Error::UnknownPreset {
-                        name: name.to_string(),
-                    })
-                }
-            },
-        };
-        Ok(cfg)
+        crate::presets::find(name)
+            .ok_or_else(|| Error::UnknownPreset {
+                name: name.to_string(),
+            })?
+            .config()
     }
 
     /// Parses a JSON architecture config (DINO keyword names) and validates it. Unknown keys are
@@ -488,8 +453,8 @@ impl VitConfig {
 
     /// A preset name, or else the path of a JSON config file.
     pub fn from_preset_or_file(arch: &str) -> Result<Self> {
-        if PRESETS.contains(&arch) {
-            return Self::preset(arch);
+        if let Some(p) = crate::presets::find(arch) {
+            return p.config();
         }
         let path = Path::new(arch);
         if path.exists() {

@@ -210,7 +210,7 @@ pub enum Error {
         reason: String,
     },
     /// Unknown preset name.
-    #[error("unknown architecture `{name}`: expected a JSON config file or one of {}", crate::PRESETS.join(", "))]
+    #[error("unknown architecture `{name}`: expected a JSON config file or one of {}", crate::presets::names().join(", "))]
     UnknownPreset {
         /// The name given.
         name: String,

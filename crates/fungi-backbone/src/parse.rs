@@ -7,8 +7,11 @@ use serde_json::{Map, Value};
 
 use crate::config::{edit_distance, VitConfig};
 use crate::error::{Error, Result};
-use crate::family::{Act, Interpolation, Layout, ModelTransform, Pool, PosPrefix, TransformStyle};
-use crate::presets::{timm_base, timm_transform};
+use fungi_aug::resample::Filter;
+use fungi_aug::transforms::{EvalStyle, EvalTransform};
+
+use crate::family::{Act, Layout, Pool, PosPrefix};
+use crate::presets::timm_base;
 
 /// Takes typed values out of a JSON object; what is left at the end is an unknown key.
 struct Keys<'a> {
@@ -172,16 +175,11 @@ const TIMM_TRAINING: &[&str] = &[
     "dynamic_img_pad",
 ];
 
-fn interpolation(
-    keys: &Keys<'_>,
-    key: &str,
-    v: Option<String>,
-    default: Interpolation,
-) -> Result<Interpolation> {
+fn interpolation(keys: &Keys<'_>, key: &str, v: Option<String>, default: Filter) -> Result<Filter> {
     match v.as_deref() {
         None => Ok(default),
-        Some("bicubic") => Ok(Interpolation::Bicubic),
-        Some("bilinear") => Ok(Interpolation::Bilinear),
+        Some("bicubic") => Ok(Filter::Bicubic),
+        Some("bilinear") => Ok(Filter::Bilinear),
         Some(other) => Err(keys.err(
             key,
             &Value::String(other.into()),
@@ -191,7 +189,7 @@ fn interpolation(
 }
 
 /// `pretrained_cfg`: `{mean, std, interpolation, crop_pct, input_size, crop_mode}`.
-fn timm_pretrained_cfg(outer: &Keys<'_>, v: Value, img_size: usize) -> Result<ModelTransform> {
+fn timm_pretrained_cfg(outer: &Keys<'_>, v: Value, img_size: usize) -> Result<EvalTransform> {
     let Value::Object(map) = v else {
         return Err(outer.err("pretrained_cfg", &v, "an object (timm's pretrained_cfg)"));
     };
@@ -199,12 +197,7 @@ fn timm_pretrained_cfg(outer: &Keys<'_>, v: Value, img_size: usize) -> Result<Mo
     let mean = k.rgb("mean", [0.485, 0.456, 0.406])?;
     let std = k.rgb("std", [0.229, 0.224, 0.225])?;
     let interp = k.string("interpolation")?;
-    let interp = interpolation(
-        &k,
-        "pretrained_cfg.interpolation",
-        interp,
-        Interpolation::Bicubic,
-    )?;
+    let interp = interpolation(&k, "pretrained_cfg.interpolation", interp, Filter::Bicubic)?;
     let crop_pct = k.f64("crop_pct", 0.875)?;
     if !(crop_pct > 0.0 && crop_pct <= 1.0) {
         return Err(k.err(
@@ -265,7 +258,13 @@ fn timm_pretrained_cfg(outer: &Keys<'_>, v: Value, img_size: usize) -> Result<Mo
         "label_descriptions",
     ]);
     k.finish()?;
-    Ok(timm_transform(size, crop_pct, interp, mean, std))
+    Ok(EvalTransform::timm(
+        size as u32,
+        crop_pct,
+        interp,
+        mean,
+        std,
+    ))
 }
 
 /// `{"family": "timm", ...}`: timm's `VisionTransformer` keyword arguments.
@@ -418,12 +417,7 @@ fn torchvision(map: Map<String, Value>, source: Option<&str>) -> Result<VitConfi
         let crop = t.usize("crop_size", 224)? as u32;
         let resize = t.usize("resize_size", 256)? as u32;
         let interp = t.string("interpolation")?;
-        let interp = interpolation(
-            &t,
-            "transforms.interpolation",
-            interp,
-            Interpolation::Bilinear,
-        )?;
+        let interp = interpolation(&t, "transforms.interpolation", interp, Filter::Bilinear)?;
         let mean = t.rgb("mean", [0.485, 0.456, 0.406])?;
         let std = t.rgb("std", [0.229, 0.224, 0.225])?;
         if let Some(v) = t.take("antialias") {
@@ -443,15 +437,7 @@ fn torchvision(map: Map<String, Value>, source: Option<&str>) -> Result<VitConfi
                 &format!("at least crop_size = {crop}"),
             ));
         }
-        c.transform = Some(ModelTransform {
-            resize,
-            crop,
-            interpolation: interp,
-            mean,
-            std,
-            squash: false,
-            style: Default::default(),
-        });
+        c.transform = Some(EvalTransform::torchvision(crop, resize, interp, mean, std));
     }
     c.state_dict_prefix = k.string("state_dict_prefix")?;
     k.ignore(DESCRIPTIVE);
@@ -642,7 +628,7 @@ fn hf_size(k: &mut Keys<'_>, key: &'static str) -> Result<Option<(u32, bool)>> {
 /// crop (`crop_size`), rescale by 1/255, normalise. `image_processor_type` ending in `Pil`
 /// (or `"backend": "pil"`) selects the PIL backend's conventions; otherwise transformers 5's
 /// default torchvision backend.
-fn hf_preprocessor(outer: &Keys<'_>, v: Value) -> Result<ModelTransform> {
+fn hf_preprocessor(outer: &Keys<'_>, v: Value) -> Result<EvalTransform> {
     let Value::Object(map) = v else {
         return Err(outer.err(
             "preprocessor",
@@ -653,10 +639,10 @@ fn hf_preprocessor(outer: &Keys<'_>, v: Value) -> Result<ModelTransform> {
     let mut k = Keys::new(map, outer.source, "transformers image processor");
     let ty = k.string("image_processor_type")?.unwrap_or_default();
     let style = match k.string("backend")?.as_deref() {
-        Some("pil") => TransformStyle::HfPil,
-        Some("torchvision") => TransformStyle::HfTorch,
-        None if ty.ends_with("Pil") => TransformStyle::HfPil,
-        None => TransformStyle::HfTorch,
+        Some("pil") => EvalStyle::HfPil,
+        Some("torchvision") => EvalStyle::HfTorch,
+        None if ty.ends_with("Pil") => EvalStyle::HfPil,
+        None => EvalStyle::HfTorch,
         Some(other) => {
             return Err(k.err(
                 "preprocessor.backend",
@@ -688,9 +674,9 @@ fn hf_preprocessor(outer: &Keys<'_>, v: Value) -> Result<ModelTransform> {
         ));
     }
     let interpolation = match k.take("resample") {
-        None => Interpolation::Bicubic,
-        Some(Value::Number(n)) if n.as_u64() == Some(3) => Interpolation::Bicubic,
-        Some(Value::Number(n)) if n.as_u64() == Some(2) => Interpolation::Bilinear,
+        None => Filter::Bicubic,
+        Some(Value::Number(n)) if n.as_u64() == Some(3) => Filter::Bicubic,
+        Some(Value::Number(n)) if n.as_u64() == Some(2) => Filter::Bilinear,
         Some(v) => {
             return Err(k.err(
                 "preprocessor.resample",
@@ -759,10 +745,10 @@ fn hf_preprocessor(outer: &Keys<'_>, v: Value) -> Result<ModelTransform> {
         "data_format",
     ]);
     k.finish()?;
-    Ok(ModelTransform {
+    Ok(EvalTransform {
         resize,
         crop,
-        interpolation,
+        filter: interpolation,
         mean,
         std,
         squash,

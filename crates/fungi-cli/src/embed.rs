@@ -110,9 +110,7 @@ pub fn run<B: fungi_backbone::VitOps>(
              JSON); use --transform eval",
             arch
         ),
-        (TransformKind::Model | TransformKind::None, Some(t)) => {
-            fungi::core::model_eval_transform(t)
-        }
+        (TransformKind::Model | TransformKind::None, Some(t)) => *t,
         _ => EvalTransform::default(),
     };
     let side = eval.crop as usize;

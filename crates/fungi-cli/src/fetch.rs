@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use fungi::backbone::presets;
 
 /// Arguments of `fungi fetch`.
 #[derive(Debug, clap::Args)]
@@ -10,7 +11,7 @@ pub struct FetchArgs {
     /// Names to fetch (the architecture presets: `fungi fetch --list`). Prints each file's path.
     #[arg(required_unless_present = "list")]
     pub names: Vec<String>,
-    /// List the catalogue: name, source URL, and the cached file (or `-`).
+    /// List the presets' release weights: name, source URL, and the cached file (or `-`).
     #[arg(long)]
     pub list: bool,
     /// Base URL of a mirror serving the originals' paths (default: $FUNGI_MIRROR, else the
@@ -47,7 +48,8 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     )?;
     if args.list {
         println!("# cache: {}", hub.cache_dir().display());
-        for e in fungi_hub::CATALOGUE {
+        for p in fungi::backbone::PRESETS {
+            let e = &p.entry();
             let cached = hub
                 .cached(e)
                 .map_or_else(|| "-".to_string(), |p| p.display().to_string());
@@ -58,17 +60,17 @@ pub fn run(args: &FetchArgs) -> Result<()> {
         .names
         .iter()
         .map(String::as_str)
-        .filter(|n| fungi_hub::find(n).is_none())
+        .filter(|n| presets::find(n).is_none())
         .collect();
     if !unknown.is_empty() {
         bail!(
             "unknown weights {}: expected names of `fungi fetch --list` ({})",
             unknown.join(", "),
-            fungi_hub::names().join(", ")
+            presets::names().join(", ")
         );
     }
-    for name in &args.names {
-        let path = hub.fetch_name(name)?;
+    for p in args.names.iter().filter_map(|n| presets::find(n)) {
+        let path = hub.fetch(&p.entry())?;
         println!("{}", path.display());
     }
     Ok(())
@@ -79,9 +81,9 @@ pub fn run(args: &FetchArgs) -> Result<()> {
 /// architecture unless `--arch` names another.
 pub fn resolve_weights(weights: &Path, arch: Option<&str>) -> Result<(PathBuf, String)> {
     if !weights.exists() {
-        if let Some(entry) = weights.to_str().and_then(fungi_hub::find) {
-            let path = hub(None, None, false)?.fetch(entry)?;
-            return Ok((path, arch.unwrap_or(entry.name).to_string()));
+        if let Some(p) = weights.to_str().and_then(presets::find) {
+            let path = hub(None, None, false)?.fetch(&p.entry())?;
+            return Ok((path, arch.unwrap_or(p.name).to_string()));
         }
     }
     let Some(arch) = arch else {

@@ -34,7 +34,7 @@ fn inspect_arch(arch: &str, sd: &fungi::backbone::StateDict) -> Result<()> {
     if let Some(t) = &c.transform {
         println!(
             "  model transform: resize {} ({:?}), center crop {}, mean {:?}, std {:?}",
-            t.resize, t.interpolation, t.crop, t.mean, t.std
+            t.resize, t.filter, t.crop, t.mean, t.std
         );
     }
     let problems = keys::to_model_names(c.layout, sd).check(&c);

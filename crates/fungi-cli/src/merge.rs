@@ -65,7 +65,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
     let first = &ms[0].0;
     for (m, d) in &ms {
         if m.run != first.run {
-            let diff = fungi::core::extractor::json_differences(
+            let diff = fungi::core::state::json_differences(
                 &serde_json::to_value(&first.run)?,
                 &serde_json::to_value(&m.run)?,
             );

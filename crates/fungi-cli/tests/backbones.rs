@@ -428,12 +428,3 @@ fn weights_by_name_are_fetched_once_then_read_from_the_cache() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("needs --arch"), "{err}");
 }
-
-#[test]
-fn the_catalogue_covers_every_preset() {
-    let mut presets: Vec<&str> = fungi_backbone::PRESETS.to_vec();
-    let mut names = fungi_hub::names();
-    presets.sort_unstable();
-    names.sort_unstable();
-    assert_eq!(presets, names);
-}

@@ -26,10 +26,10 @@ pub use device_projection::{DeviceProjection, Residency};
 pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
 pub use error::{Error, Result};
 pub use extractor::{
-    take_state, ExtractorConfig, FungiExtractor, FungiExtractorBuilder, ObjectiveOutput,
-    PreparedBatch,
+    ExtractorConfig, FungiExtractor, FungiExtractorBuilder, ObjectiveOutput, PreparedBatch,
 };
 pub use head::Head;
 pub use objective::{Objective, SetupContext, StateTensor};
 pub use projection::Projection;
-pub use transform::{model_eval_transform, EmbeddingTransform};
+pub use state::take_state;
+pub use transform::EmbeddingTransform;

@@ -120,3 +120,59 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<StateFile> {
     }
     Ok(out)
 }
+
+/// The differences between two JSON values, one line per differing leaf (`path: expected X,
+/// found Y`); empty when equal. Used to say exactly which setting a state or a run differs in.
+pub fn json_differences(expected: &serde_json::Value, found: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!(
+                "`{}`: expected {a}, found {b}",
+                if path.is_empty() { "value" } else { path }
+            )),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", expected, found, &mut out);
+    out
+}
+
+/// Checks a state tensor's presence and shape (for [`Objective::load_state`] implementations).
+pub fn take_state<'a>(
+    state: &'a BTreeMap<String, StateTensor>,
+    objective: &str,
+    key: &str,
+    shape: &[usize],
+) -> Result<&'a StateTensor> {
+    let t = state.get(key).ok_or_else(|| Error::Mismatch {
+        what: format!("state tensor `{objective}.{key}`"),
+        expected: format!("shape {shape:?}"),
+        found: "nothing".into(),
+    })?;
+    if t.shape != shape {
+        return Err(Error::Mismatch {
+            what: format!("state tensor `{objective}.{key}`"),
+            expected: format!("shape {shape:?}"),
+            found: format!("shape {:?}", t.shape),
+        });
+    }
+    Ok(t)
+}

@@ -1,8 +1,6 @@
 //! Which eval transform feeds the embedding block: fungivision's (DINO's) or the backbone's own.
 
-use fungi_aug::resample::Filter;
-use fungi_aug::transforms::{EvalStyle, EvalTransform};
-use fungi_backbone::family::{Interpolation, ModelTransform, TransformStyle};
+use fungi_aug::transforms::EvalTransform;
 use fungi_backbone::VitConfig;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +36,7 @@ impl EmbeddingTransform {
             (EmbeddingTransform::Eval, _) | (EmbeddingTransform::Auto, None) => {
                 Ok(EvalTransform::default())
             }
-            (_, Some(t)) => Ok(model_eval_transform(t)),
+            (_, Some(t)) => Ok(*t),
             (EmbeddingTransform::Model, None) => Err(Error::Config {
                 key: "transform".into(),
                 value: "model".into(),
@@ -49,25 +47,5 @@ impl EmbeddingTransform {
                 ),
             }),
         }
-    }
-}
-
-/// The `fungi_aug` transform of a backbone's [`ModelTransform`].
-pub fn model_eval_transform(t: &ModelTransform) -> EvalTransform {
-    EvalTransform {
-        resize: t.resize,
-        crop: t.crop,
-        filter: match t.interpolation {
-            Interpolation::Bicubic => Filter::Bicubic,
-            Interpolation::Bilinear => Filter::Bilinear,
-        },
-        mean: t.mean,
-        std: t.std,
-        squash: t.squash,
-        style: match t.style {
-            TransformStyle::Torchvision => EvalStyle::Torchvision,
-            TransformStyle::HfPil => EvalStyle::HfPil,
-            TransformStyle::HfTorch => EvalStyle::HfTorch,
-        },
     }
 }

@@ -8,12 +8,6 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Why a checkpoint could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The name is not in the catalogue.
-    #[error("unknown weights `{name}`: expected one of {}", crate::catalogue::names().join(", "))]
-    UnknownName {
-        /// The name asked for.
-        name: String,
-    },
     /// The server could not be reached (no network, DNS, refused connection).
     #[error(
         "could not reach {url}: {reason}. You look offline, and nothing is cached at {}: pass a \

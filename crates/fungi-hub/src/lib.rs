@@ -1,13 +1,15 @@
-//! Fetch backbone weights by name, as torch.hub and timm do.
+//! Fetch backbone weights, as torch.hub and timm do.
 //!
-//! [`CATALOGUE`] lists the official release weights of every architecture preset of
-//! fungi-backbone: DINO / DINOv2 (torch.hub's URLs), torchvision (`download.pytorch.org`, with
-//! the sha256 prefix torch.hub checks) and timm (Hugging Face hub repos `timm/<name>`, read
-//! through Hugging Face's own client, whose `X-Linked-Etag` is the file's sha256). A [`Hub`]
-//! downloads them into a cache — `$FUNGI_CACHE`, else `$XDG_CACHE_HOME/fungi`, else
-//! `~/.cache/fungi` — with a progress bar, resumes a partial download (`.part` + HTTP range),
-//! verifies the published checksum, and reads from the cache without touching the network
-//! once a file is there.
+//! An [`Entry`] names a checkpoint and where it is published ([`Source`]): torch.hub's release
+//! URLs (DINO / DINOv2), `download.pytorch.org` with the sha256 prefix torch.hub checks
+//! (torchvision), or a Hugging Face hub repo (timm, read through Hugging Face's own client, whose
+//! `X-Linked-Etag` is the file's sha256). fungi-backbone's preset table gives every architecture
+//! preset its entry (`fungi_backbone::presets::find(name)?.entry()`). With the default feature
+//! `download`, a [`Hub`] downloads entries into a cache — `$FUNGI_CACHE`, else
+//! `$XDG_CACHE_HOME/fungi`, else `~/.cache/fungi` — with a progress bar, resumes a partial
+//! download (`.part` + HTTP range), verifies the published checksum, and reads from the cache
+//! without touching the network once a file is there. Without it the crate is the two data
+//! types only (no HTTP client).
 //!
 //! A mirror (`FUNGI_MIRROR`, [`Hub::with_mirror`]) serves the same paths as the originals:
 //! `<mirror>/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth`,
@@ -15,27 +17,43 @@
 //! `<mirror>/timm/<name>/resolve/main/model.safetensors`.
 //!
 //! ```no_run
-//! let hub = fungi_hub::Hub::from_env()?;
-//! let path = hub.fetch_name("dino_vits16")?;
-//! # Ok::<(), fungi_hub::Error>(())
+//! # #[cfg(feature = "download")]
+//! # fn main() -> Result<(), fungi_hub::Error> {
+//! use fungi_hub::{Entry, Hub, Source};
+//! let entry = Entry {
+//!     name: "dino_vits16",
+//!     source: Source::Url {
+//!         url: "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
+//!         sha256_prefix: None,
+//!     },
+//!     description: "DINO ViT-S/16 backbone",
+//! };
+//! let path = Hub::from_env()?.fetch(&entry)?;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "download"))]
+//! # fn main() {}
 //! ```
 #![warn(missing_docs)]
 
-pub mod catalogue;
+mod entry;
+#[cfg(feature = "download")]
 mod error;
+#[cfg(feature = "download")]
 mod hf;
+#[cfg(feature = "download")]
 mod http;
+#[cfg(feature = "download")]
 mod progress;
 
+#[cfg(feature = "download")]
 use std::path::{Path, PathBuf};
 
-pub use catalogue::{find, names, Entry, Source, CATALOGUE};
+pub use entry::{Entry, Source, HF_DEFAULT_ENDPOINT};
+#[cfg(feature = "download")]
 pub use error::{Error, Result};
 
-/// The Hugging Face hub's address (`HF_ENDPOINT` overrides it).
-pub const HF_DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
 /// A weights cache and how to fill it.
+#[cfg(feature = "download")]
 #[derive(Debug, Clone)]
 pub struct Hub {
     cache_dir: PathBuf,
@@ -44,6 +62,7 @@ pub struct Hub {
     progress: bool,
 }
 
+#[cfg(feature = "download")]
 impl Hub {
     /// A hub caching in `cache_dir`, downloading from the original sources, with a progress bar.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
@@ -172,14 +191,6 @@ impl Hub {
         }
     }
 
-    /// [`Hub::fetch`] by catalogue name.
-    pub fn fetch_name(&self, name: &str) -> Result<PathBuf> {
-        let entry = find(name).ok_or_else(|| Error::UnknownName {
-            name: name.to_string(),
-        })?;
-        self.fetch(entry)
-    }
-
     fn checkpoints_dir(&self) -> PathBuf {
         self.cache_dir.join("checkpoints")
     }
@@ -196,67 +207,74 @@ impl Hub {
 }
 
 /// The path (and query) of `url`, from the `/` after its host.
+#[cfg(feature = "download")]
 fn url_path(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 /// The last path segment of `url`.
+#[cfg(feature = "download")]
 fn file_name(url: &str) -> &str {
     let path = url_path(url);
     let path = path.split(['?', '#']).next().unwrap_or(path);
     path.rsplit('/').next().unwrap_or(path)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "download"))]
 mod tests {
     use super::*;
+
+    const DINO: Entry = Entry {
+        name: "dino_vits16",
+        source: Source::Url {
+            url: "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
+            sha256_prefix: None,
+        },
+        description: "",
+    };
+    const MAE: Entry = Entry {
+        name: "vit_base_patch16_224.mae",
+        source: Source::HuggingFace {
+            repo: "timm/vit_base_patch16_224.mae",
+            file: "model.safetensors",
+            revision: "main",
+        },
+        description: "",
+    };
+    const TV: Entry = Entry {
+        name: "vit_b_16",
+        source: Source::Url {
+            url: "https://download.pytorch.org/models/vit_b_16-c867db91.pth",
+            sha256_prefix: Some("c867db91"),
+        },
+        description: "",
+    };
 
     #[test]
     fn mirror_keeps_the_original_path() {
         let hub = Hub::new("/c").with_mirror(Some("http://127.0.0.1:9/m/".into()));
-        let e = find("dino_vits16").unwrap();
         assert_eq!(
-            hub.url(e),
+            hub.url(&DINO),
             "http://127.0.0.1:9/m/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
         );
         assert_eq!(
-            hub.cache_path(e),
+            hub.cache_path(&DINO),
             Path::new("/c/checkpoints/dino_deitsmall16_pretrain.pth")
         );
-        let t = find("vit_base_patch16_224.mae").unwrap();
         assert_eq!(
-            hub.url(t),
+            hub.url(&MAE),
             "http://127.0.0.1:9/m/timm/vit_base_patch16_224.mae/resolve/main/model.safetensors"
         );
         let plain = Hub::new("/c");
-        assert_eq!(plain.url(t), t.url());
+        assert_eq!(plain.url(&MAE), MAE.url());
         assert_eq!(
-            plain.url(find("vit_b_16").unwrap()),
+            plain.url(&TV),
             "https://download.pytorch.org/models/vit_b_16-c867db91.pth"
         );
-    }
-
-    #[test]
-    fn unknown_names_list_the_catalogue() {
-        let e = Hub::new("/c")
-            .fetch_name("vit_huge")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown weights `vit_huge`"), "{e}");
-        assert!(e.contains("dinov2_vits14_reg"), "{e}");
-    }
-
-    #[test]
-    fn torchvision_prefixes_are_in_the_file_names() {
-        for e in CATALOGUE {
-            if let Source::Url {
-                url,
-                sha256_prefix: Some(p),
-            } = e.source
-            {
-                assert!(file_name(url).contains(&format!("-{p}.")), "{}", e.name);
-            }
-        }
+        assert!(
+            file_name("https://download.pytorch.org/models/vit_b_16-c867db91.pth?x=1")
+                .contains("-c867db91.")
+        );
     }
 }

@@ -44,6 +44,7 @@ pub use fungi_backbone as backbone;
 pub use fungi_core as core;
 pub use fungi_deepcluster as deepcluster;
 pub use fungi_dino as dino;
+pub use fungi_hub as hub;
 pub use fungi_kl as kl;
 pub use fungi_simclr as simclr;
 

@@ -410,7 +410,7 @@ fn presets_have_dino_shapes() {
     assert_eq!(v2.state_dict_shapes()[1].1, vec![1, 1370, 384]);
     assert_eq!(v2.state_dict_shapes().len(), 4 + 12 * 14 + 2);
     for p in fungi_backbone::PRESETS {
-        VitConfig::preset(p).unwrap().validate(None).unwrap();
+        VitConfig::preset(p.name).unwrap().validate(None).unwrap();
     }
 }
 

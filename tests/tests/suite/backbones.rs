@@ -91,7 +91,7 @@ fn model_transforms_give_the_original_views_bit_exactly() {
     let images = golden_images(true).unwrap();
     for case in CASES.iter().filter(|c| !c.starts_with("hf_")) {
         let c = arch(case);
-        let t = fungi_core::model_eval_transform(c.transform.as_ref().unwrap());
+        let t = c.transform.unwrap();
         let got: Vec<f32> = images.iter().flat_map(|im| t.apply(im)).collect();
         let (shape, want) = r.f32(&format!("{case}.views")).unwrap();
         assert_eq!(shape, vec![8, 3, 32, 32], "{case}");
@@ -127,7 +127,7 @@ fn hugging_face_image_processors_give_their_views_bit_exactly_and_their_embeddin
         let t = c
             .transform
             .unwrap_or_else(|| panic!("{case}: no transform"));
-        let et = fungi_core::model_eval_transform(&t);
+        let et = t;
         let got: Vec<f32> = images.iter().flat_map(|im| et.apply(im)).collect();
         let (shape, want) = r.f32(&format!("{case}.views")).unwrap();
         assert_eq!(shape, vec![8, 3, 32, 32], "{case}");

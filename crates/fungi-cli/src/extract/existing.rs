@@ -110,7 +110,7 @@ pub(crate) fn identity_differences(
     recorded: &RunIdentity,
     now: &RunIdentity,
 ) -> Result<Vec<String>> {
-    Ok(fungi::core::extractor::json_differences(
+    Ok(fungi::core::state::json_differences(
         &serde_json::to_value(recorded)?,
         &serde_json::to_value(now)?,
     ))
