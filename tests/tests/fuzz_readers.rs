@@ -485,8 +485,8 @@ fn config_seeds() -> &'static Vec<(String, String)> {
         ];
         for p in [fungi::Preset::Fungivision, fungi::Preset::Paper] {
             let mut c = fungi::FungiConfig::preset(p);
-            c.target_layer = Some("blocks.3.attn.proj".into());
-            c.projection_dim = Some(64);
+            c.extractor.target_layer = Some("blocks.3.attn.proj".into());
+            c.extractor.projection_dim = Some(64);
             if p == fungi::Preset::Paper {
                 c.objectives
                     .push(fungi::ObjectiveConfig::Deepcluster(Default::default()));

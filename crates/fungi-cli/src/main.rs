@@ -14,14 +14,7 @@ mod synthetic;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-/// Policy for images that cannot be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnError {
-    /// Stop with an error naming the file (what was computed is saved first).
-    Fail,
-    /// Skip the image, report it, and list it next to the output.
-    Skip,
-}
+pub use fungi::OnError;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -28,6 +28,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An invalid value in a file (a configuration file), naming the file.
+    #[error("{path}: {inner}")]
+    InFile {
+        /// File (or `<string>`).
+        path: PathBuf,
+        /// What is wrong (shown in this error's message, not as its source).
+        inner: Box<Error>,
+    },
     /// A state / projection does not fit the model or the configuration.
     #[error("{what}: expected {expected}, found {found}")]
     Mismatch {

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 
 /// The eval transform of the embedding block (and of [`crate::FungiExtractor::embeddings`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum EmbeddingTransform {
     /// The model's own transform when the architecture carries one (timm `pretrained_cfg`,

@@ -124,11 +124,11 @@ impl Extractor {
             .map_err(|e| PyValueError::new_err(format!("extractor_configs: {e}")))?;
         let mut cfg = FungiConfig::preset(fungi::Preset::Fungivision);
         cfg.objectives = objectives;
-        cfg.seed = seed;
-        cfg.batch_size = batch_size;
-        cfg.target_layer = target_layer;
+        cfg.extractor.seed = seed;
+        cfg.extractor.batch_size = batch_size;
+        cfg.extractor.target_layer = target_layer;
         // fungivision's wrapper returns the objectives' blocks only.
-        cfg.include_embedding = false;
+        cfg.extractor.include_embedding = false;
         let text = serde_json::to_string(&cfg).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let cfg = FungiConfig::parse(&text, "extractor_configs.json").map_err(|e| py_err(&e))?;
         let ex = guarded(py, move || {

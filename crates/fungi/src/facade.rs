@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use fungi_aug::RgbImage;
 use fungi_backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
 use fungi_core::extractor::{ProgressFn, SkipFn};
-use fungi_core::{Error, FungiExtractor, Objective, Residency, Result};
+use fungi_core::{Error, FungiExtractor, FungiExtractorBuilder, Objective, Residency, Result};
 
 use crate::dataset::ImageSource;
 use crate::{FungiConfig, ObjectiveConfig, Preset};
@@ -75,16 +75,15 @@ enum Backbone<B: AutodiffVitOps> {
     Files { arch: String, weights: PathBuf },
 }
 
-/// Builder of a [`Fungi`] (see the module docs). Defaults: fungivision's three objectives,
-/// seed 0, batch 16, the embedding block first, target `blocks.{depth-1}.attn.proj`, f32.
+/// Builder of a [`Fungi`] (see the module docs): a [`FungiExtractorBuilder`] (which holds every
+/// extractor setting) plus where the backbone comes from and the objectives as configurations.
+/// Defaults: fungivision's three objectives, seed 0, batch 16, the embedding block first,
+/// target `blocks.{depth-1}.attn.proj`, f32.
 pub struct FungiBuilder<B: AutodiffVitOps> {
     device: B::Device,
     backbone: Option<Backbone<B>>,
-    config: FungiConfig,
-    precision: Precision,
-    residency: Residency,
-    views_per_pass: Option<usize>,
-    prepare_ahead: Option<bool>,
+    ex: FungiExtractorBuilder<B>,
+    objectives: Vec<ObjectiveConfig>,
     /// Custom objectives, made from `(embed_dim, seed, device)` once the backbone is known.
     #[allow(clippy::type_complexity)]
     custom: Vec<Box<dyn FnOnce(usize, u64, &B::Device) -> Result<Box<dyn Objective<B>>>>>,
@@ -107,18 +106,19 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
     /// The whole configuration (objectives and extractor settings), e.g. from
     /// [`FungiConfig::from_file`].
     pub fn config(mut self, config: FungiConfig) -> Self {
-        self.config = config;
+        self.ex = self.ex.config(config.extractor);
+        self.objectives = config.objectives;
         self
     }
     /// A preset's objectives.
     pub fn preset(mut self, p: Preset) -> Self {
-        self.config.objectives = p.objectives();
+        self.objectives = p.objectives();
         self
     }
     /// The objectives as configurations (the builder makes them with the backbone's embedding
     /// size, the seed and the device).
     pub fn objectives(mut self, objectives: Vec<ObjectiveConfig>) -> Self {
-        self.config.objectives = objectives;
+        self.objectives = objectives;
         self
     }
     /// Adds an objective of your own (an implementation of [`Objective`]) after the configured
@@ -140,50 +140,52 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
         self.custom.push(Box::new(make));
         self
     }
-    /// Target layer (`blocks.11.attn.proj`, ...).
-    pub fn target_layer(mut self, path: &str) -> Self {
-        self.config.target_layer = Some(path.to_string());
+    /// Any extractor setting ([`FungiExtractorBuilder`]'s: target layer, seed, batch size,
+    /// embedding block, precision, projection residency, views per pass, prepare-ahead, ...).
+    ///
+    /// ```no_run
+    /// # use burn::backend::{Autodiff, Flex};
+    /// let b = fungi::Fungi::<Autodiff<Flex>>::builder(&Default::default())
+    ///     .extractor(|x| x.seed(7).batch_size(32).target_layer("blocks.10.attn.proj"));
+    /// ```
+    pub fn extractor(
+        mut self,
+        set: impl FnOnce(FungiExtractorBuilder<B>) -> FungiExtractorBuilder<B>,
+    ) -> Self {
+        self.ex = set(self.ex);
         self
     }
-    /// Master seed.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.config.seed = seed;
-        self
+    /// Target layer (`blocks.11.attn.proj`, ...): [`FungiExtractorBuilder::target_layer`].
+    pub fn target_layer(self, path: &str) -> Self {
+        self.extractor(|x| x.target_layer(path))
     }
-    /// Images per pass.
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.config.batch_size = n;
-        self
+    /// Master seed: [`FungiExtractorBuilder::seed`].
+    pub fn seed(self, seed: u64) -> Self {
+        self.extractor(|x| x.seed(seed))
     }
-    /// Whether the L2-normalised embedding block comes first (default yes).
-    pub fn include_embedding(mut self, yes: bool) -> Self {
-        self.config.include_embedding = yes;
-        self
+    /// Images per pass: [`FungiExtractorBuilder::batch_size`].
+    pub fn batch_size(self, n: usize) -> Self {
+        self.extractor(|x| x.batch_size(n))
     }
-    /// Precision of the prefix (GPUs: `Bf16` is fungivision's `use_fp16`).
-    pub fn precision(mut self, p: Precision) -> Self {
-        self.precision = p;
-        self
+    /// Whether the embedding block comes first: [`FungiExtractorBuilder::include_embedding`].
+    pub fn include_embedding(self, yes: bool) -> Self {
+        self.extractor(|x| x.include_embedding(yes))
     }
-
-    /// Where the random projection lives during a run (default [`Residency::Auto`]: the host
-    /// on CPU backends, the device on GPUs).
-    pub fn projection_residency(mut self, r: Residency) -> Self {
-        self.residency = r;
-        self
+    /// Precision of the prefix: [`FungiExtractorBuilder::precision`].
+    pub fn precision(self, p: Precision) -> Self {
+        self.extractor(|x| x.precision(p))
     }
-    /// At most this many views per forward pass of the untracked prefix (0, the default: the
-    /// backend's choice, 16 on the CPU and 512 on GPUs). Features do not depend on it beyond
-    /// float rounding.
-    pub fn views_per_pass(mut self, n: usize) -> Self {
-        self.views_per_pass = Some(n);
-        self
+    /// Where the projection lives: [`FungiExtractorBuilder::projection_residency`].
+    pub fn projection_residency(self, r: Residency) -> Self {
+        self.extractor(|x| x.projection_residency(r))
     }
-    /// Whether the view transforms of the next batch run while the current one computes
-    /// (default: on for devices whose memory is not the host's). Features do not depend on it.
-    pub fn prepare_ahead(mut self, on: bool) -> Self {
-        self.prepare_ahead = Some(on);
-        self
+    /// Views per prefix pass: [`FungiExtractorBuilder::views_per_pass`].
+    pub fn views_per_pass(self, n: usize) -> Self {
+        self.extractor(|x| x.views_per_pass(n))
+    }
+    /// Prepare-ahead: [`FungiExtractorBuilder::prepare_ahead`].
+    pub fn prepare_ahead(self, on: bool) -> Self {
+        self.extractor(|x| x.prepare_ahead(on))
     }
 
     /// Loads the backbone, validates everything and builds the objectives.
@@ -206,9 +208,9 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
                 Vit::from_file(&cfg, &weights, &self.device)?
             }
         };
-        if self.config.objectives.is_empty()
+        if self.objectives.is_empty()
             && self.custom.is_empty()
-            && !self.config.include_embedding
+            && !self.ex.settings().include_embedding
         {
             return Err(Error::Config {
                 key: "objectives".into(),
@@ -216,22 +218,18 @@ impl<B: AutodiffVitOps> FungiBuilder<B> {
                 expected: "at least one objective, or the embedding block".into(),
             });
         }
-        for o in &self.config.objectives {
+        for o in &self.objectives {
             o.validate()?;
         }
-        let (e, seed) = (vit.out_dim(), self.config.seed);
-        let mut b = self.config.extractor_builder(vit)?;
+        let (e, seed) = (vit.out_dim(), self.ex.settings().seed);
+        let mut b = self.ex.backbone(vit);
+        for o in &self.objectives {
+            b = b.objective(o.build::<B>(e, seed, &self.device)?);
+        }
         for make in self.custom {
             b = b.objective(make(e, seed, &self.device)?);
         }
-        let mut ex = b.build()?;
-        ex.set_prefix_precision(self.precision)?;
-        ex.set_projection_residency(self.residency);
-        if let Some(n) = self.views_per_pass {
-            ex.set_views_per_pass(n);
-        }
-        ex.set_prepare_ahead(self.prepare_ahead);
-        Ok(Unprepared { ex })
+        Ok(Unprepared { ex: b.build()? })
     }
 }
 
@@ -310,11 +308,8 @@ impl<B: AutodiffVitOps> Fungi<B> {
         FungiBuilder {
             device: device.clone(),
             backbone: None,
-            config: FungiConfig::preset(Preset::Fungivision),
-            precision: Precision::F32,
-            residency: Residency::Auto,
-            views_per_pass: None,
-            prepare_ahead: None,
+            ex: FungiExtractorBuilder::new(),
+            objectives: Preset::Fungivision.objectives(),
             custom: Vec::new(),
         }
     }

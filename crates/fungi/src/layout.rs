@@ -36,6 +36,7 @@ pub const CHUNKS_DIR: &str = "chunks";
 
 /// Output format of the features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `features.npy` `[N, D]`, `indices.npy`, `labels.npy`.

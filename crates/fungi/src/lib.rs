@@ -45,10 +45,22 @@ pub use fungi_core as core;
 pub use fungi_deepcluster as deepcluster;
 pub use fungi_dino as dino;
 pub use fungi_hub as hub;
+
+/// What to do with an image that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop with an error naming the file (what was computed is saved first).
+    #[default]
+    Fail,
+    /// Skip the image, report it, and list it next to the output.
+    Skip,
+}
 pub use fungi_kl as kl;
 pub use fungi_simclr as simclr;
 
-use fungi_core::{EmbeddingTransform, ExtractorConfig, FungiExtractor, GradPath, Objective};
+use fungi_core::{Error, ExtractorConfig, FungiExtractor, Objective, Result};
 
 /// One objective of the configuration (`type = "kl" | "dino" | "simclr" | "deepcluster"` plus its fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +122,7 @@ impl ObjectiveConfig {
 
 /// Named presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// fungivision's defaults: KL (T 1, squash view), DINO, SimCLR (64 negatives, its loss).
@@ -136,75 +149,61 @@ impl Preset {
     }
 }
 
-fn d_batch() -> usize {
-    16
-}
-fn d_true() -> bool {
-    true
-}
-
-/// The whole configuration: extractor settings and objectives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole configuration: the extractor's settings ([`ExtractorConfig`], declared once there)
+/// and the objectives. In a file the settings sit at the top level next to `preset` and the
+/// `[[objective]]` tables; unknown keys are errors naming the key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FungiConfig {
     /// A preset supplying the objectives (not together with `[[objective]]`).
-    #[serde(default)]
     pub preset: Option<Preset>,
-    /// Master seed.
-    #[serde(default)]
-    pub seed: u64,
-    /// Target layer dot path (default: the last block's `attn.proj`).
-    #[serde(default)]
-    pub target_layer: Option<String>,
-    /// Images per forward/backward pass.
-    #[serde(default = "d_batch")]
-    pub batch_size: usize,
-    /// Prepend the L2-normalised embedding block.
-    #[serde(default = "d_true")]
-    pub include_embedding: bool,
-    /// `auto` | `general` | `cls`.
-    #[serde(default)]
-    pub grad_path: GradPath,
-    /// Projection output size (default: the embedding size).
-    #[serde(default)]
-    pub projection_dim: Option<usize>,
-    /// Eval transform of the embedding block: `auto` (the model's own when the architecture
-    /// carries one, fungivision's otherwise), `model` or `eval`.
-    #[serde(default, skip_serializing_if = "EmbeddingTransform::is_auto")]
-    pub transform: EmbeddingTransform,
+    /// Seed, target layer, batch size, embedding block, gradient path, projection size,
+    /// eval transform.
+    #[serde(flatten)]
+    pub extractor: ExtractorConfig,
     /// Objectives in block order.
-    #[serde(default, rename = "objective")]
+    #[serde(rename = "objective")]
     pub objectives: Vec<ObjectiveConfig>,
 }
 
-/// Configuration errors.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Syntax error, unknown key or wrongly typed value.
-    #[error("{source_name}: {message}")]
-    Parse {
-        /// File or `<string>`.
-        source_name: String,
-        /// Parser message (names the key).
-        message: String,
-    },
-    /// An invalid value.
-    #[error("{source_name}: {inner}")]
-    Invalid {
-        /// File or `<string>`.
-        source_name: String,
-        /// What is wrong.
-        inner: Box<fungi_core::Error>,
-    },
+/// `value` as a `T`, an error naming the key path (`prefix` + the path inside `value`).
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let at = format!("{prefix}{path}");
+        if at.is_empty() {
+            e.inner().to_string()
+        } else {
+            format!("`{at}`: {}", e.inner())
+        }
+    })
+}
+
+// serde cannot combine `flatten` with `deny_unknown_fields`: the top-level map is split by hand,
+// and `ExtractorConfig`'s own `deny_unknown_fields` refuses whatever key is left over.
+impl<'de> Deserialize<'de> for FungiConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let preset = match map.remove("preset") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(deserialize_at(v, "preset").map_err(D::Error::custom)?),
+        };
+        let objectives = match map.remove("objective") {
+            None => Vec::new(),
+            Some(v) => deserialize_at(v, "objective").map_err(D::Error::custom)?,
+        };
+        let extractor =
+            deserialize_at(serde_json::Value::Object(map), "").map_err(D::Error::custom)?;
+        Ok(Self {
+            preset,
+            extractor,
+            objectives,
+        })
+    }
 }
 
 impl FungiConfig {
@@ -212,37 +211,33 @@ impl FungiConfig {
     pub fn preset(p: Preset) -> Self {
         Self {
             preset: None,
-            seed: 0,
-            target_layer: None,
-            batch_size: d_batch(),
-            include_embedding: true,
-            grad_path: GradPath::Auto,
-            projection_dim: None,
-            transform: EmbeddingTransform::Auto,
+            extractor: ExtractorConfig::default(),
             objectives: p.objectives(),
         }
     }
 
     /// Parses TOML (or JSON when `source_name` ends in `.json`) and validates every value.
-    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
-        let perr = |message: String| ConfigError::Parse {
-            source_name: source_name.to_string(),
-            message,
+    ///
+    /// # Errors
+    /// [`Error::Format`] for a syntax error, an unknown key or a wrongly typed value (naming
+    /// the key), [`Error::InFile`] for an invalid value.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self> {
+        let perr = |reason: String| Error::Format {
+            path: source_name.into(),
+            reason,
         };
         let mut cfg: Self = if source_name.ends_with(".json") {
-            let de = &mut serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de)
-                .map_err(|e| perr(format!("`{}`: {}", e.path(), e.inner())))?
+            serde_json::from_str(text).map_err(|e| perr(e.to_string()))?
         } else {
             toml::from_str(text).map_err(|e| perr(e.to_string()))?
         };
-        let invalid = |inner: fungi_core::Error| ConfigError::Invalid {
-            source_name: source_name.to_string(),
+        let invalid = |inner: Error| Error::InFile {
+            path: source_name.into(),
             inner: Box::new(inner),
         };
         if let Some(p) = cfg.preset {
             if !cfg.objectives.is_empty() {
-                return Err(invalid(fungi_core::Error::Config {
+                return Err(invalid(Error::Config {
                     key: "preset".into(),
                     value: format!("{p:?}").to_lowercase(),
                     expected: "either `preset` or `[[objective]]` tables, not both".into(),
@@ -251,14 +246,14 @@ impl FungiConfig {
             cfg.objectives = p.objectives();
         }
         if cfg.objectives.is_empty() {
-            return Err(invalid(fungi_core::Error::Config {
+            return Err(invalid(Error::Config {
                 key: "objective".into(),
                 value: "[]".into(),
                 expected: "at least one [[objective]] table (type = \"kl\" | \"dino\" | \"simclr\") or a preset".into(),
             }));
         }
-        if cfg.batch_size == 0 {
-            return Err(invalid(fungi_core::Error::Config {
+        if cfg.extractor.batch_size == 0 {
+            return Err(invalid(Error::Config {
                 key: "batch_size".into(),
                 value: "0".into(),
                 expected: "at least 1".into(),
@@ -271,33 +266,23 @@ impl FungiConfig {
     }
 
     /// Reads a configuration file (`.toml` or `.json`).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file, or as [`FungiConfig::parse`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
             source,
         })?;
         Self::parse(&text, &path.display().to_string())
-    }
-
-    /// The extractor part.
-    pub fn extractor_config(&self) -> ExtractorConfig {
-        ExtractorConfig {
-            seed: self.seed,
-            target_layer: self.target_layer.clone(),
-            batch_size: self.batch_size,
-            include_embedding: self.include_embedding,
-            grad_path: self.grad_path,
-            projection_dim: self.projection_dim,
-            transform: self.transform,
-        }
     }
 
     /// Builds the extractor over a backbone.
     pub fn build<B: fungi_backbone::AutodiffVitOps>(
         &self,
         backbone: fungi_backbone::Vit<B>,
-    ) -> fungi_core::Result<FungiExtractor<B>> {
+    ) -> Result<FungiExtractor<B>> {
         self.extractor_builder(backbone)?.build()
     }
 
@@ -307,12 +292,12 @@ impl FungiConfig {
     pub fn extractor_builder<B: fungi_backbone::AutodiffVitOps>(
         &self,
         backbone: fungi_backbone::Vit<B>,
-    ) -> fungi_core::Result<fungi_core::extractor::FungiExtractorBuilder<B>> {
+    ) -> Result<fungi_core::extractor::FungiExtractorBuilder<B>> {
         let device = backbone.device();
         let e = backbone.out_dim();
-        let mut b = FungiExtractor::builder(backbone).config(self.extractor_config());
+        let mut b = FungiExtractor::builder(backbone).config(self.extractor.clone());
         for o in &self.objectives {
-            b = b.objective(o.build::<B>(e, self.seed, &device)?);
+            b = b.objective(o.build::<B>(e, self.extractor.seed, &device)?);
         }
         Ok(b)
     }
@@ -325,7 +310,7 @@ mod tests {
     #[test]
     fn presets_and_tables_parse() {
         let c = FungiConfig::parse("preset = \"paper\"\nseed = 7\n", "a.toml").unwrap();
-        assert_eq!(c.seed, 7);
+        assert_eq!(c.extractor.seed, 7);
         assert_eq!(c.objectives, Preset::Paper.objectives());
         let c = FungiConfig::parse(
             "target_layer = \"blocks.3.attn.proj\"\n[[objective]]\ntype = \"kl\"\ntemperature = 15\n[[objective]]\ntype = \"simclr\"\nloss = \"paper\"\ncomparison_batch_size = 8\n",

@@ -37,47 +37,6 @@ pub(crate) use output::{finish, Extras};
 
 use crate::{progress_bar, OnError};
 
-/// Output format of the features ([`Format`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FormatArg {
-    /// `features.npy` `[N, D]`, `indices.npy`, `labels.npy`.
-    Npy,
-    /// `features.safetensors`: one tensor per block, plus `indices`, `labels`.
-    Safetensors,
-    /// The paper repo's HDF5 layout (feature `hdf5`): `embeddings.h5` with `targets` (uint32) and
-    /// `embeddings`, and one `<objective>.h5` per gradient block with dataset `attn_proj` (and
-    /// `targets`), as `train_knn_concat_grads.py` reads them.
-    Hdf5,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Self {
-        match f {
-            FormatArg::Npy => Format::Npy,
-            FormatArg::Safetensors => Format::Safetensors,
-            FormatArg::Hdf5 => Format::Hdf5,
-        }
-    }
-}
-
-/// Built-in configurations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PresetArg {
-    /// fungivision's defaults (KL, DINO, SimCLR).
-    Fungivision,
-    /// The paper's settings.
-    Paper,
-}
-
-/// `--transform` of `fungi extract`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EmbeddingTransformArg {
-    /// The architecture's own eval transform.
-    Model,
-    /// fungivision's eval transform (resize 256 bicubic, crop 224, ImageNet statistics).
-    Eval,
-}
-
 /// Arguments of `fungi extract`.
 #[derive(Debug, clap::Args)]
 pub struct ExtractArgs {
@@ -100,7 +59,7 @@ pub struct ExtractArgs {
     pub config: Option<PathBuf>,
     /// A built-in configuration instead of `--config`.
     #[arg(long, value_enum)]
-    pub preset: Option<PresetArg>,
+    pub preset: Option<fungi::Preset>,
     /// Load the extractor state (projection, heads, negatives) of a training run.
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -112,7 +71,7 @@ pub struct ExtractArgs {
     pub out: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "npy")]
-    pub format: FormatArg,
+    pub format: Format,
     /// Images per chunk written to disk (rounded up to a multiple of the batch size).
     #[arg(long, default_value_t = 256)]
     pub chunk_size: usize,
@@ -147,7 +106,7 @@ pub struct ExtractArgs {
     /// transform; the default when the arch carries one) or `eval` (fungivision's, the default
     /// otherwise). Overrides the config file's `transform`.
     #[arg(long, value_enum)]
-    pub transform: Option<EmbeddingTransformArg>,
+    pub transform: Option<fungi::core::EmbeddingTransform>,
     /// Make batch k+1's views on the decode thread while batch k computes (the default on
     /// GPUs; on the CPU backends both share the cores, so it is off unless set).
     #[arg(long)]
@@ -170,22 +129,14 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     if args.chunk_size == 0 {
         bail!("--chunk-size 0: expected at least 1 image per chunk");
     }
-    let cfg = match (&args.config, args.preset) {
-        (Some(p), _) => FungiConfig::from_file(p)?,
-        (None, Some(PresetArg::Paper)) => FungiConfig::preset(fungi::Preset::Paper),
-        (None, Some(PresetArg::Fungivision)) | (None, None) => {
-            FungiConfig::preset(fungi::Preset::Fungivision)
-        }
+    let mut cfg = match &args.config {
+        Some(p) => FungiConfig::from_file(p)?,
+        None => FungiConfig::preset(args.preset.unwrap_or(fungi::Preset::Fungivision)),
     };
-    let mut cfg = cfg;
-    match args.transform {
-        Some(EmbeddingTransformArg::Model) => {
-            cfg.transform = fungi::core::EmbeddingTransform::Model
-        }
-        Some(EmbeddingTransformArg::Eval) => cfg.transform = fungi::core::EmbeddingTransform::Eval,
-        None => {}
+    if let Some(t) = args.transform {
+        cfg.extractor.transform = t;
     }
-    let bs = cfg.batch_size;
+    let bs = cfg.extractor.batch_size;
     let chunk = args
         .chunk_size
         .div_ceil(bs)
@@ -322,7 +273,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
         state_sha256: format!("{:x}", Sha256::digest(&state_bytes)),
         projection_fingerprint: ex.projection().fingerprint(),
         chunk_size: chunk,
-        format: args.format.into(),
+        format: args.format,
         precision,
     };
     if resuming {

@@ -63,15 +63,67 @@ impl Default for ExtractorConfig {
 
 /// Builder of a [`FungiExtractor`].
 pub struct FungiExtractorBuilder<B: AutodiffVitOps> {
-    backbone: Vit<B>,
+    backbone: Option<Vit<B>>,
     config: ExtractorConfig,
     objectives: Vec<Box<dyn Objective<B>>>,
     projection: Option<Projection>,
     residency: Residency,
     dense_budget: u64,
+    precision: fungi_backbone::Precision,
+    views_per_pass: Option<usize>,
+    prepare_ahead: Option<bool>,
+}
+
+impl<B: AutodiffVitOps> Default for FungiExtractorBuilder<B> {
+    fn default() -> Self {
+        Self {
+            backbone: None,
+            config: ExtractorConfig::default(),
+            objectives: Vec::new(),
+            projection: None,
+            residency: Residency::Auto,
+            dense_budget: DEFAULT_DENSE_BUDGET,
+            precision: fungi_backbone::Precision::F32,
+            views_per_pass: None,
+            prepare_ahead: None,
+        }
+    }
 }
 
 impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
+    /// A builder with no backbone yet ([`FungiExtractorBuilder::backbone`] before `build`), the
+    /// default settings and no objective.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The backbone (on the autodiff backend).
+    pub fn backbone(mut self, vit: Vit<B>) -> Self {
+        self.backbone = Some(vit);
+        self
+    }
+    /// The settings so far.
+    pub fn settings(&self) -> &ExtractorConfig {
+        &self.config
+    }
+    /// Precision of the prefix (GPUs: `Bf16` is fungivision's `use_fp16`; see
+    /// [`FungiExtractor::set_prefix_precision`]).
+    pub fn precision(mut self, p: fungi_backbone::Precision) -> Self {
+        self.precision = p;
+        self
+    }
+    /// At most this many views per forward pass of the untracked prefix (0: the backend's
+    /// choice; see [`FungiExtractor::set_views_per_pass`]).
+    pub fn views_per_pass(mut self, n: usize) -> Self {
+        self.views_per_pass = Some(n);
+        self
+    }
+    /// Whether the views of the next batch are made while the current one computes (see
+    /// [`FungiExtractor::set_prepare_ahead`]; default: on for devices whose memory is not the
+    /// host's).
+    pub fn prepare_ahead(mut self, on: bool) -> Self {
+        self.prepare_ahead = Some(on);
+        self
+    }
     /// Where the projection is kept during a run (default [`Residency::Auto`]); a runtime
     /// choice that does not change the features beyond float rounding and is not stored in
     /// states.
@@ -131,7 +183,18 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
         self
     }
     /// Builds, checking the target layer, the objectives and the projection.
+    ///
+    /// # Errors
+    /// No backbone, a batch size of 0, an unknown target layer, duplicate objective names, a
+    /// projection of the wrong size, or sizes that cannot fit in memory (naming the setting).
     pub fn build(self) -> Result<FungiExtractor<B>> {
+        let Some(backbone) = self.backbone else {
+            return Err(Error::Config {
+                key: "backbone".into(),
+                value: "none".into(),
+                expected: "a backbone (FungiExtractorBuilder::backbone)".into(),
+            });
+        };
         let c = &self.config;
         if c.batch_size == 0 {
             return Err(Error::Config {
@@ -140,9 +203,9 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
                 expected: "at least 1".into(),
             });
         }
-        let depth = self.backbone.blocks.len();
+        let depth = backbone.blocks.len();
         let target = match &c.target_layer {
-            Some(p) => fungi_backbone::keys::parse_target(self.backbone.config.layout, p, depth)?,
+            Some(p) => fungi_backbone::keys::parse_target(backbone.config.layout, p, depth)?,
             None => TargetLayer::last_attn_proj(depth),
         };
         let mut names = std::collections::HashSet::new();
@@ -155,10 +218,10 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
                 });
             }
         }
-        if self.backbone.config.in_chans != 3 {
+        if backbone.config.in_chans != 3 {
             return Err(Error::Config {
                 key: "in_chans".into(),
-                value: self.backbone.config.in_chans.to_string(),
+                value: backbone.config.in_chans.to_string(),
                 expected:
                     "3: every view is an RGB image (the architecture must take 3 input channels)"
                         .into(),
@@ -171,10 +234,10 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
                 expected: "at least 1 (omit it for the embedding size)".into(),
             });
         }
-        let eval_transform = c.transform.resolve(&self.backbone.config)?;
-        let device = self.backbone.device();
-        let e = self.backbone.out_dim();
-        let engine = GradientEngine::new(self.backbone, target, c.grad_path)?;
+        let eval_transform = c.transform.resolve(&backbone.config)?;
+        let device = backbone.device();
+        let e = backbone.out_dim();
+        let engine = GradientEngine::new(backbone, target, c.grad_path)?;
         let (o, i1) = engine.grad_shape();
         for obj in &self.objectives {
             let (h, w) = obj.view_size();
@@ -212,7 +275,7 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
                 found: projection.in_dim().to_string(),
             });
         }
-        Ok(FungiExtractor {
+        let mut ex = FungiExtractor {
             engine,
             objectives: self.objectives,
             projection,
@@ -225,21 +288,19 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
             device_projection: std::sync::OnceLock::new(),
             projection_materialisations: Default::default(),
             host_reads: Default::default(),
-            prepare_ahead: None,
-        })
+            prepare_ahead: self.prepare_ahead,
+        };
+        ex.set_prefix_precision(self.precision)?;
+        if let Some(n) = self.views_per_pass {
+            ex.set_views_per_pass(n);
+        }
+        Ok(ex)
     }
 }
 
 impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// Starts a builder over a backbone on the autodiff backend.
     pub fn builder(backbone: Vit<B>) -> FungiExtractorBuilder<B> {
-        FungiExtractorBuilder {
-            backbone,
-            config: ExtractorConfig::default(),
-            objectives: Vec::new(),
-            projection: None,
-            residency: Residency::Auto,
-            dense_budget: DEFAULT_DENSE_BUDGET,
-        }
+        FungiExtractorBuilder::new().backbone(backbone)
     }
 }
