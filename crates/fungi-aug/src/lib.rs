@@ -8,8 +8,8 @@
 
 pub mod crop;
 pub mod decode;
-pub mod dino;
 mod error;
+pub mod multicrop;
 pub mod normalize;
 pub mod patchify;
 pub mod resample;
@@ -17,9 +17,9 @@ pub mod transforms;
 
 pub use crop::{CropBox, RandomResizedCrop};
 pub use decode::{check_not_empty, decode_rgb, decode_rgb_bytes, DecodeOptions, MAX_IMAGE_PIXELS};
-pub use dino::DinoTransform;
 pub use error::{DecodeError, Error, Limit, Result};
 pub use image;
 pub use image::RgbImage;
+pub use multicrop::{DinoTransform, MultiCrop};
 pub use patchify::Patchify;
 pub use transforms::{EvalStyle, EvalTransform, KlTransform};

@@ -6,6 +6,7 @@ use rand::RngExt;
 use crate::error::{Error, Result};
 use crate::objective::StateTensor;
 use crate::rng::stream;
+use crate::state::take_state;
 
 /// A linear head `z = x·Wᵀ + b`, PyTorch layout `W: [L, E]`, kept as a constant tensor.
 #[derive(Debug, Clone)]
@@ -104,6 +105,33 @@ impl<B: Backend> Head<B> {
     /// The state tensors `(weight, bias)`.
     pub fn state(&self) -> (StateTensor, StateTensor) {
         (self.weight.clone(), self.bias_state.clone())
+    }
+
+    /// This head as an objective's state entries `{name}.weight` and `{name}.bias` (for
+    /// [`crate::Objective::state`]).
+    pub fn state_entries(&self, name: &str) -> [(String, StateTensor); 2] {
+        let (w, b) = self.state();
+        [(format!("{name}.weight"), w), (format!("{name}.bias"), b)]
+    }
+
+    /// A head of this one's shape, on its device, from the entries `{name}.weight` and
+    /// `{name}.bias` of an objective's state (for [`crate::Objective::load_state`]); `self` is
+    /// unchanged.
+    ///
+    /// # Errors
+    /// A missing entry or one of another shape, named `{objective}.{name}.weight`.
+    pub fn loaded(
+        &self,
+        state: &std::collections::BTreeMap<String, StateTensor>,
+        objective: &str,
+        name: &str,
+    ) -> Result<Self> {
+        let (l, e) = self.dims();
+        Head::from_pytorch(
+            take_state(state, objective, &format!("{name}.weight"), &[l, e])?.clone(),
+            take_state(state, objective, &format!("{name}.bias"), &[l])?.clone(),
+            &self.device(),
+        )
     }
 }
 

@@ -78,6 +78,11 @@ pub trait Objective<B: AutodiffBackend>: Send + Sync {
     fn view_size(&self) -> (usize, usize) {
         (224, 224)
     }
+    /// The configuration keys that set how many views an image gets, with their values, for
+    /// messages (e.g. `simclr.num_patches = 1000, simclr.stride_scale = 6`); `None` when fixed.
+    fn views_setting(&self) -> Option<String> {
+        None
+    }
     /// The `V` views of one image as normalised CHW `f32`, concatenated (`V·3·H·W` values).
     fn views(&self, image: &RgbImage, rng: &mut ChaCha8Rng) -> Vec<f32>;
     /// One-off preparation on the training set (SimCLR's negatives). Default: nothing.

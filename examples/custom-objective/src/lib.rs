@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fungi::aug::{EvalTransform, RgbImage};
-use fungi::core::{l2_normalize, take_state, Head, Objective, Result, StateTensor};
+use fungi::core::{l2_normalize, Head, Objective, Result, StateTensor};
 use rand_chacha::ChaCha8Rng;
 
 /// Flip-consistency objective.
@@ -55,17 +55,10 @@ impl<B: AutodiffBackend> Objective<B> for FlipConsistency<B> {
         Ok((a * b).sum().neg().reshape([1]))
     }
     fn state(&self) -> BTreeMap<String, StateTensor> {
-        let (w, b) = self.head.state();
-        BTreeMap::from([("head.weight".into(), w), ("head.bias".into(), b)])
+        BTreeMap::from(self.head.state_entries("head"))
     }
     fn load_state(&mut self, state: &BTreeMap<String, StateTensor>) -> Result<()> {
-        let (l, e) = self.head.dims();
-        let dev = self.head.device();
-        self.head = Head::from_pytorch(
-            take_state(state, "flip", "head.weight", &[l, e])?.clone(),
-            take_state(state, "flip", "head.bias", &[l])?.clone(),
-            &dev,
-        )?;
+        self.head = self.head.loaded(state, "flip", "head")?;
         Ok(())
     }
     fn config_json(&self) -> serde_json::Value {

@@ -245,16 +245,27 @@ impl<B: AutodiffVitOps> FungiExtractorBuilder<B> {
             let bytes = (c.batch_size as u64)
                 .checked_mul(obj.views_per_image() as u64)
                 .and_then(|v| v.checked_mul(3 * h as u64 * w as u64 * 4));
-            crate::memory::check(
-                &format!(
-                    "objective `{}`: {} views of 3x{h}x{w} per image x batch_size {}",
-                    obj.name(),
-                    obj.views_per_image(),
-                    c.batch_size
+            let (what, hint) = match obj.views_setting() {
+                Some(s) => (
+                    format!(
+                        "objective `{}`: {s} gives {} views of 3x{h}x{w} per image, x batch_size {}",
+                        obj.name(),
+                        obj.views_per_image(),
+                        c.batch_size
+                    ),
+                    format!("lower batch_size or {s}"),
                 ),
-                bytes,
-                "lower batch_size or the objective's number of views",
-            )?;
+                None => (
+                    format!(
+                        "objective `{}`: {} views of 3x{h}x{w} per image x batch_size {}",
+                        obj.name(),
+                        obj.views_per_image(),
+                        c.batch_size
+                    ),
+                    "lower batch_size".to_string(),
+                ),
+            };
+            crate::memory::check(&what, bytes, &hint)?;
         }
         let projection = match self.projection {
             Some(p) => p,

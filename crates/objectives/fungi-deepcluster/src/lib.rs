@@ -26,9 +26,8 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
-use fungi_aug::normalize::{to_chw_normalized_with, ScaleFormula};
 use fungi_aug::resample::Filter;
-use fungi_aug::{CropBox, RandomResizedCrop, RgbImage};
+use fungi_aug::{CropBox, MultiCrop, RgbImage};
 use fungi_core::{l2_normalize, take_state, Error, Objective, Result, SetupContext, StateTensor};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -154,26 +153,33 @@ impl DeepClusterConfig {
     fn crops(&self) -> usize {
         self.global_crops_number + self.local_crops_number
     }
+    /// The multi-crop views: `RandomResizedCrop(224)` with these counts and scales, PIL
+    /// bilinear (torchvision's default), SwAV's statistics.
+    pub fn transform(&self) -> MultiCrop {
+        MultiCrop {
+            global_crops_number: self.global_crops_number,
+            local_crops_number: self.local_crops_number,
+            global_crops_scale: self.global_crops_scale,
+            local_crops_scale: self.local_crops_scale,
+            filter: Filter::Bilinear,
+            mean: SWAV_MEAN,
+            std: SWAV_STD,
+            ..MultiCrop::default()
+        }
+    }
 }
 
 /// The DeepCluster objective.
 #[derive(Debug, Clone)]
 pub struct DeepClusterObjective<B: Backend> {
     config: DeepClusterConfig,
+    transform: MultiCrop,
     /// Row-normalised projection `[128, D]` (PyTorch layout) and its transpose on the device.
     projection: (StateTensor, Tensor<B, 2>),
     /// Per head: prototypes `[K, 128]` and their transpose; `None` until setup or a state.
     prototypes: Option<Vec<(StateTensor, Tensor<B, 2>)>>,
     /// k-means assignments of the training set per head (after setup), for inspection.
     assignments: Vec<Vec<usize>>,
-}
-
-fn rrc(scale: (f64, f64)) -> RandomResizedCrop {
-    RandomResizedCrop {
-        size: 224,
-        scale,
-        ratio: (3.0 / 4.0, 4.0 / 3.0),
-    }
 }
 
 impl<B: Backend> DeepClusterObjective<B> {
@@ -201,6 +207,7 @@ impl<B: Backend> DeepClusterObjective<B> {
         };
         let t = Self::device_t(&proj, device);
         Ok(Self {
+            transform: config.transform(),
             config,
             projection: (proj, t),
             prototypes: None,
@@ -221,36 +228,14 @@ impl<B: Backend> DeepClusterObjective<B> {
 
     /// Crop boxes of one image: the `2 + 6` gradient crops, then the 2 memory-bank crops.
     pub fn sample_params(&self, width: u32, height: u32, rng: &mut ChaCha8Rng) -> Vec<CropBox> {
-        let g = self.config.global_crops_number;
-        let mut boxes: Vec<CropBox> = (0..self.config.crops())
-            .map(|v| {
-                rrc(if v < g {
-                    self.config.global_crops_scale
-                } else {
-                    self.config.local_crops_scale
-                })
-                .sample_params(width, height, rng)
-            })
-            .collect();
-        boxes.extend(
-            (0..2).map(|_| rrc(self.config.global_crops_scale).sample_params(width, height, rng)),
-        );
+        let mut boxes = self.transform.sample_params(width, height, rng);
+        boxes.extend((0..2).map(|_| self.transform.sample_global(width, height, rng)));
         boxes
     }
 
     /// Normalised views for given crop boxes (bilinear, SwAV statistics).
     pub fn apply(&self, image: &RgbImage, boxes: &[CropBox]) -> Vec<f32> {
-        boxes
-            .iter()
-            .flat_map(|&b| {
-                to_chw_normalized_with(
-                    &rrc((0.0, 1.0)).apply_with(image, b, Filter::Bilinear),
-                    ScaleFormula::Divide,
-                    SWAV_MEAN,
-                    SWAV_STD,
-                )
-            })
-            .collect()
+        self.transform.apply(image, boxes)
     }
 }
 
@@ -380,6 +365,12 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
     fn views_per_image(&self) -> usize {
         self.config.crops() + 2
     }
+    fn views_setting(&self) -> Option<String> {
+        Some(format!(
+            "deepcluster.global_crops_number = {}, deepcluster.local_crops_number = {}",
+            self.config.global_crops_number, self.config.local_crops_number
+        ))
+    }
     fn views(&self, image: &RgbImage, rng: &mut ChaCha8Rng) -> Vec<f32> {
         let boxes = self.sample_params(image.width(), image.height(), rng);
         self.apply(image, &boxes)
@@ -406,8 +397,9 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
             let mut rng = fungi_core::rng::stream(ctx.seed(), "deepcluster", i as u64);
             let boxes = self.sample_params(img.width(), img.height(), &mut rng);
             let views = self.apply(&img, &boxes[self.config.crops()..]);
+            let side = self.transform.size as usize;
             let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(views, [2, 3, 224, 224]),
+                TensorData::new(views, [2, 3, side, side]),
                 &ctx.device(),
             );
             let z: Vec<f32> = self
@@ -441,11 +433,7 @@ impl<B: AutodiffBackend> Objective<B> for DeepClusterObjective<B> {
         for (h, &k) in self.config.nmb_prototypes.iter().enumerate() {
             let crop = h % 2;
             let k = k.min(n);
-            let mut idx: Vec<usize> = (0..n).collect();
-            for i in 0..k {
-                let j = rng.random_range(i..n);
-                idx.swap(i, j);
-            }
+            let idx = fungi_core::rng::sample_without_replacement(n, k, &mut rng);
             let x = Tensor::<B::InnerBackend, 2>::from_data(
                 TensorData::new(memory[crop].clone(), [n, l]),
                 &ctx.device(),

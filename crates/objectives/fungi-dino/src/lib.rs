@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::AutodiffBackend;
 use fungi_aug::{DinoTransform, RgbImage};
-use fungi_core::{l2_normalize, take_state, Error, Head, Objective, Result, StateTensor};
+use fungi_core::{l2_normalize, Error, Head, Objective, Result, StateTensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -121,11 +121,11 @@ impl DinoConfig {
     }
     fn transform(&self) -> DinoTransform {
         DinoTransform {
-            size: 224,
             local_crops_number: self.local_crops_number,
             global_crops_scale: self.global_crops_scale,
             local_crops_scale: self.local_crops_scale,
             crop_ratio: self.crop_ratio,
+            ..DinoTransform::default()
         }
     }
 }
@@ -190,6 +190,12 @@ impl<B: AutodiffBackend> Objective<B> for DinoObjective<B> {
     fn views_per_image(&self) -> usize {
         self.transform.views()
     }
+    fn views_setting(&self) -> Option<String> {
+        Some(format!(
+            "dino.local_crops_number = {}",
+            self.config.local_crops_number
+        ))
+    }
     fn views(&self, image: &RgbImage, rng: &mut ChaCha8Rng) -> Vec<f32> {
         let params = self
             .transform
@@ -218,28 +224,14 @@ impl<B: AutodiffBackend> Objective<B> for DinoObjective<B> {
         self.transform.views() as f32
     }
     fn state(&self) -> BTreeMap<String, StateTensor> {
-        let (w, b) = self.head.state();
-        let (tw, tb) = self.teacher_head.state();
-        BTreeMap::from([
-            ("head.weight".into(), w),
-            ("head.bias".into(), b),
-            ("teacher_head.weight".into(), tw),
-            ("teacher_head.bias".into(), tb),
-        ])
+        let head = self.head.state_entries("head");
+        head.into_iter()
+            .chain(self.teacher_head.state_entries("teacher_head"))
+            .collect()
     }
     fn load_state(&mut self, state: &BTreeMap<String, StateTensor>) -> Result<()> {
-        let (l, e) = self.head.dims();
-        let dev = self.head.device();
-        let head = Head::from_pytorch(
-            take_state(state, "dino", "head.weight", &[l, e])?.clone(),
-            take_state(state, "dino", "head.bias", &[l])?.clone(),
-            &dev,
-        )?;
-        let teacher = Head::from_pytorch(
-            take_state(state, "dino", "teacher_head.weight", &[l, e])?.clone(),
-            take_state(state, "dino", "teacher_head.bias", &[l])?.clone(),
-            &dev,
-        )?;
+        let head = self.head.loaded(state, "dino", "head")?;
+        let teacher = self.teacher_head.loaded(state, "dino", "teacher_head")?;
         self.head = head;
         self.teacher_head = teacher;
         Ok(())

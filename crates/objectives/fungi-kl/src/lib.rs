@@ -16,7 +16,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use fungi_aug::transforms::{EvalTransform, KlTransform};
 use fungi_aug::RgbImage;
-use fungi_core::{l2_normalize, take_state, Error, Head, Objective, Result, StateTensor};
+use fungi_core::{l2_normalize, Error, Head, Objective, Result, StateTensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -158,14 +158,10 @@ impl<B: AutodiffBackend> Objective<B> for KlObjective<B> {
             .reshape([1]))
     }
     fn state(&self) -> BTreeMap<String, StateTensor> {
-        let (w, b) = self.head.state();
-        BTreeMap::from([("head.weight".to_string(), w), ("head.bias".to_string(), b)])
+        BTreeMap::from(self.head.state_entries("head"))
     }
     fn load_state(&mut self, state: &BTreeMap<String, StateTensor>) -> Result<()> {
-        let (l, e) = self.head.dims();
-        let w = take_state(state, "kl", "head.weight", &[l, e])?.clone();
-        let b = take_state(state, "kl", "head.bias", &[l])?.clone();
-        self.head = Head::from_pytorch(w, b, &self.head.device())?;
+        self.head = self.head.loaded(state, "kl", "head")?;
         Ok(())
     }
     fn config_json(&self) -> serde_json::Value {

@@ -21,10 +21,7 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fungi_aug::{Patchify, RgbImage};
-use fungi_core::{
-    l2_normalize, take_state, Error, Head, Objective, Result, SetupContext, StateTensor,
-};
-use rand::RngExt;
+use fungi_core::{l2_normalize, Error, Head, Objective, Result, SetupContext, StateTensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -246,18 +243,6 @@ impl<B: Backend> SimclrObjective<B> {
     }
 }
 
-/// The first `m` entries of a seeded Fisher–Yates permutation of `0..n`.
-pub fn sample_without_replacement(n: usize, m: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    let m = m.min(n);
-    for i in 0..m {
-        let j = rng.random_range(i..n);
-        idx.swap(i, j);
-    }
-    idx.truncate(m);
-    idx
-}
-
 fn logsumexp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
     let m = x.clone().max_dim(1).detach(); // [V, 1]
     let s = (x - m.clone()).exp().sum_dim(1).log() + m;
@@ -270,6 +255,12 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
     }
     fn views_per_image(&self) -> usize {
         self.views
+    }
+    fn views_setting(&self) -> Option<String> {
+        Some(format!(
+            "simclr.num_patches = {}, simclr.stride_scale = {}",
+            self.config.num_patches, self.config.stride_scale
+        ))
     }
     fn views(&self, image: &RgbImage, _rng: &mut ChaCha8Rng) -> Vec<f32> {
         self.patchify
@@ -299,8 +290,9 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
         // A full permutation: its first `want` entries are exactly `sample(len, want)` (the
         // Fisher-Yates prefix), and an unreadable pick is replaced by the next one when the
         // context skips unreadable images.
-        let order = sample_without_replacement(ctx.len(), ctx.len(), &mut rng);
-        let (v, per) = (self.views, 3 * 224 * 224);
+        let order = fungi_core::rng::sample_without_replacement(ctx.len(), ctx.len(), &mut rng);
+        let side = self.patchify.image_size;
+        let (v, per) = (self.views, 3 * side * side);
         let chunk_views = self.config.comparison_batch_encoding_batch_size.max(1);
         let target = want.min(ctx.len());
         let mut latents: Vec<f32> = Vec::with_capacity(target * v * self.config.latent_dim);
@@ -318,7 +310,7 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
                 let x = Tensor::<B::InnerBackend, 4>::from_data(
                     TensorData::new(
                         views[start * per..(start + n) * per].to_vec(),
-                        [n, 3, 224, 224],
+                        [n, 3, side, side],
                     ),
                     &ctx.device(),
                 );
@@ -395,21 +387,15 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
         self.views as f32
     }
     fn state(&self) -> BTreeMap<String, StateTensor> {
-        let (w, b) = self.head.state();
-        let mut m = BTreeMap::from([("head.weight".to_string(), w), ("head.bias".to_string(), b)]);
+        let mut m = BTreeMap::from(self.head.state_entries("head"));
         if let Some((n, _)) = &self.negatives {
             m.insert("negatives".into(), n.clone());
         }
         m
     }
     fn load_state(&mut self, state: &BTreeMap<String, StateTensor>) -> Result<()> {
-        let (l, e) = self.head.dims();
-        let dev = self.head.device();
-        self.head = Head::from_pytorch(
-            take_state(state, "simclr", "head.weight", &[l, e])?.clone(),
-            take_state(state, "simclr", "head.bias", &[l])?.clone(),
-            &dev,
-        )?;
+        let l = self.head.dims().0;
+        self.head = self.head.loaded(state, "simclr", "head")?;
         let n = state.get("negatives").ok_or_else(|| Error::Mismatch {
             what: "state tensor `simclr.negatives`".into(),
             expected: format!(
