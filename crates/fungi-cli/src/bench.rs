@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use fungi::aug::RgbImage;
-use fungi::core::{FungiExtractor, Objective, Residency, StateTensor};
+use fungi::core::{Objective, Residency, StateTensor};
+use fungi::{Fungi, ObjectiveConfig, Preset, Stream};
 use fungi_backbone::{AutodiffVitOps, Vit, VitConfig};
 use serde::Serialize;
 
@@ -107,50 +108,50 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn objectives<B: AutodiffVitOps>(
-    names: &[String],
-    paper: bool,
+/// The objectives named, as the preset configures them (fungivision's, or the paper's with
+/// `paper`), in the order given.
+fn objective_configs(names: &[String], paper: bool) -> Result<Vec<ObjectiveConfig>> {
+    let preset = if paper {
+        Preset::Paper
+    } else {
+        Preset::Fungivision
+    };
+    let all = preset.objectives();
+    names
+        .iter()
+        .map(|name| {
+            all.iter()
+                .find(|c| c.name() == name)
+                .cloned()
+                .with_context(|| format!(
+                    "--objectives: unknown objective `{name}` (expected kl, dino, simclr or all; deepcluster needs a k-means setup on a dataset: time it with `fungi extract`)"
+                ))
+        })
+        .collect()
+}
+
+/// The objective of `cfg`, ready without a dataset: SimCLR gets random negatives of the
+/// configured shape (its `setup` is a dataset pass, not part of the per-batch cost).
+fn bench_objective<B: AutodiffVitOps>(
+    cfg: &ObjectiveConfig,
     e: usize,
+    seed: u64,
     device: &B::Device,
-) -> Result<Vec<Box<dyn Objective<B>>>> {
-    let mut out: Vec<Box<dyn Objective<B>>> = Vec::new();
-    for name in names {
-        match name.as_str() {
-            "kl" => {
-                let c = if paper {
-                    fungi::kl::KlConfig::paper()
-                } else {
-                    fungi::kl::KlConfig::fungivision()
-                };
-                out.push(Box::new(fungi::kl::KlObjective::<B>::new(c, e, 0, device)?));
-            }
-            "dino" => out.push(Box::new(fungi::dino::DinoObjective::<B>::new(
-                fungi::dino::DinoConfig::fungivision(),
-                e,
-                0,
-                device,
-            )?)),
-            "simclr" => {
-                let c = if paper {
-                    fungi::simclr::SimclrConfig::paper()
-                } else {
-                    fungi::simclr::SimclrConfig::fungivision()
-                };
-                let (m, l) = (c.comparison_batch_size, c.latent_dim);
-                let o = fungi::simclr::SimclrObjective::<B>::new(c, e, 0, device)?;
-                let rows = m * o.views_per_image();
-                let data = fungi::benchmark::noise_latents(rows * l);
-                out.push(Box::new(o.with_negatives(StateTensor {
-                    shape: vec![rows, l],
-                    data,
-                })?));
-            }
-            other => bail!(
-                "--objectives: unknown objective `{other}` (expected kl, dino, simclr or all; deepcluster needs a k-means setup on a dataset: time it with `fungi extract`)"
-            ),
-        }
+) -> fungi::core::Result<Box<dyn Objective<B>>> {
+    let mut o = cfg.build::<B>(e, seed, device)?;
+    if let ObjectiveConfig::Simclr(c) = cfg {
+        let rows = c.comparison_batch_size * o.views_per_image();
+        let mut state = o.state();
+        state.insert(
+            "negatives".into(),
+            StateTensor {
+                shape: vec![rows, c.latent_dim],
+                data: fungi::benchmark::noise_latents(rows * c.latent_dim),
+            },
+        );
+        o.load_state(&state)?;
     }
-    Ok(out)
+    Ok(o)
 }
 
 /// Runs `fungi bench` on the autodiff backend `B`.
@@ -202,21 +203,25 @@ pub fn run<B: AutodiffVitOps>(
             .with_context(|| format!("loading {}", w.display()))?,
         None => cfg.init::<B>(device),
     };
-    let mut builder = FungiExtractor::builder(vit)
-        .include_embedding(args.embedding)
-        .projection_residency(args.projection);
-    for o in objectives::<B>(&names, args.paper, cfg.embed_dim, device)? {
-        builder = builder.objective(o);
-    }
     let max_batch = batches.iter().copied().max().unwrap_or(1);
-    let mut ex = builder.batch_size(max_batch).build()?;
-    ex.set_views_per_pass(args.max_views_per_pass);
-    ex.set_prefix_precision(precision)?;
+    let mut builder = Fungi::<B>::builder(device)
+        .backbone(vit)
+        .objectives(vec![])
+        .include_embedding(args.embedding)
+        .projection_residency(args.projection)
+        .views_per_pass(args.max_views_per_pass)
+        .precision(precision)
+        .batch_size(max_batch);
+    for cfg in objective_configs(&names, args.paper)? {
+        builder = builder
+            .custom_objective(move |e, seed, device| bench_objective::<B>(&cfg, e, seed, device));
+    }
+    let fungi = builder.build()?.ready()?;
+    let ex = fungi.extractor();
     let views_per_image: usize = ex.objectives().iter().map(|o| o.views_per_image()).sum();
     let imgs: Vec<RgbImage> = (0..max_batch as u64)
         .map(fungi::benchmark::noise_image)
         .collect();
-    let idx: Vec<u64> = (0..max_batch as u64).collect();
     let mut report = Setup {
         backend: std::any::type_name::<B::InnerBackend>().into(),
         device: device_name.into(),
@@ -255,19 +260,27 @@ pub fn run<B: AutodiffVitOps>(
             "batch", "img/s", "views/s", "s/batch", "best s", "peak RSS MB", "device MB"
         );
     }
+    // One batch of `b` images through the library's pipeline, exactly as `fungi extract` runs it.
+    let batch = |b: usize| -> Result<()> {
+        let mut rows = 0;
+        fungi.stream(&imgs[..b], Stream::all(b, b), |r| {
+            rows += r.indices.len();
+            Ok(())
+        })?;
+        if rows != b {
+            bail!("{rows} feature rows for {b} images");
+        }
+        Ok(())
+    };
     for &b in &batches {
-        ex.set_batch_size(b)?;
         fungi::benchmark::reset_peak_rss();
         // Warm-up: allocations, autotuning, the device projection.
-        ex.extract(&imgs[..b], &idx[..b])?;
+        batch(b)?;
         report.projection = ex.device_projection()?.residency().to_string();
         let mut t: Vec<f64> = (0..args.iters)
             .map(|_| -> Result<f64> {
                 let s = Instant::now();
-                let f = ex.extract(&imgs[..b], &idx[..b])?;
-                if f.len() != b * ex.feature_dim() {
-                    bail!("{} features for {b} images", f.len());
-                }
+                batch(b)?;
                 Ok(s.elapsed().as_secs_f64())
             })
             .collect::<Result<_>>()?;

@@ -3,15 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::prelude::*;
+use fungi::dataset::list_images;
+use fungi::{Dataset, Embedder, InputTransform, Stream};
 use fungi_aug::transforms::EvalTransform;
 use fungi_aug::DecodeOptions;
 use fungi_backbone::Vit;
-use rayon::prelude::*;
 
 use crate::npy;
 use crate::{progress_bar, OnError};
-use fungi::dataset::list_images;
 
 /// How images become network inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,9 +60,6 @@ pub struct EmbedArgs {
     pub apply_exif_orientation: bool,
 }
 
-/// A normalised view `(height, width, CHW data)` or the reason it could not be made.
-type ViewResult = std::result::Result<(usize, usize, Vec<f32>), String>;
-
 fn sidecar(out: &Path, suffix: &str) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(suffix);
@@ -75,7 +71,8 @@ fn write_list(path: &Path, files: &[PathBuf]) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs `fungi embed` on backend `B`.
+/// Runs `fungi embed` on backend `B`: the library's [`Embedder`] over the listed images,
+/// rows in listing order.
 pub fn run<B: fungi_backbone::VitOps>(
     args: &EmbedArgs,
     device: &B::Device,
@@ -94,10 +91,6 @@ pub fn run<B: fungi_backbone::VitOps>(
     let (files, problems) =
         list_images(&args.images, args.on_error == OnError::Fail).map_err(crate::listing_hint)?;
     tracing::info!(images = files.len(), arch = %arch, "embedding");
-    let opts = DecodeOptions {
-        apply_exif_orientation: args.apply_exif_orientation,
-        ..Default::default()
-    };
     let kind = args.transform.unwrap_or(if config.transform.is_some() {
         TransformKind::Model
     } else {
@@ -113,8 +106,19 @@ pub fn run<B: fungi_backbone::VitOps>(
         (TransformKind::Model | TransformKind::None, Some(t)) => *t,
         _ => EvalTransform::default(),
     };
-    let side = eval.crop as usize;
-    let e = model.out_dim();
+    let input = match kind {
+        TransformKind::None => InputTransform::AsIs {
+            mean: eval.mean,
+            std: eval.std,
+        },
+        TransformKind::Eval | TransformKind::Model => InputTransform::Eval(eval),
+    };
+    let embedder = Embedder::new(model, input);
+    let e = embedder.dim();
+    let ds = Dataset::from_files(Path::new(""), files.clone()).with_decode_options(DecodeOptions {
+        apply_exif_orientation: args.apply_exif_orientation,
+        ..Default::default()
+    });
     let mut rows: Vec<f32> = Vec::with_capacity(files.len() * e);
     let mut kept: Vec<PathBuf> = Vec::new();
     let mut skipped: Vec<(PathBuf, String)> = problems
@@ -122,96 +126,38 @@ pub fn run<B: fungi_backbone::VitOps>(
         .map(|p| (PathBuf::from(p.path), format!("not listed: {}", p.error)))
         .collect();
     let bar = progress_bar(files.len() as u64, "embed");
-    for chunk in files.chunks(args.batch_size) {
-        let views: Vec<(PathBuf, ViewResult)> = chunk
-            .par_iter()
-            .map(|f| {
-                let r = fungi_aug::decode_rgb(f, &opts)
-                    .map_err(|e| e.to_string())
-                    .and_then(|img| match kind {
-                        TransformKind::Eval | TransformKind::Model => {
-                            Ok((side, side, eval.apply(&img)))
-                        }
-                        TransformKind::None => {
-                            let (w, h) = (img.width() as usize, img.height() as usize);
-                            model
-                                .check_input(h, w)
-                                .map_err(|e| format!("{}: {e}", f.display()))?;
-                            Ok((
-                                h,
-                                w,
-                                fungi_aug::normalize::to_chw_normalized_with(
-                                    &img,
-                                    fungi_aug::normalize::ScaleFormula::Divide,
-                                    eval.mean,
-                                    eval.std,
-                                ),
-                            ))
-                        }
-                    });
-                (f.clone(), r)
-            })
-            .collect();
-        // Group consecutive images of equal size into one forward pass.
-        let mut group: Vec<(PathBuf, Vec<f32>)> = Vec::new();
-        let mut group_hw = (0, 0);
-        let mut flush = |group: &mut Vec<(PathBuf, Vec<f32>)>, hw: (usize, usize)| {
-            if group.is_empty() {
-                return Ok(());
-            }
-            let n = group.len();
-            let data: Vec<f32> = group.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-            let x = Tensor::<B, 4>::from_data(TensorData::new(data, [n, 3, hw.0, hw.1]), device);
-            let emb: Vec<f32> = model
-                .forward(x)
-                .into_data()
-                .convert::<f32>()
-                .iter::<f32>()
-                .collect();
-            if let Some(i) = emb.iter().position(|v| !v.is_finite()) {
-                return Err(anyhow::anyhow!(
-                    "the embedding of {} is not finite ({}): refusing to write NaN/Inf (check the weights)",
-                    group[i / e].0.display(),
-                    emb[i]
-                ));
-            }
-            rows.extend(emb);
-            kept.extend(group.drain(..).map(|(p, _)| p));
-            Ok(())
-        };
-        for (path, r) in views {
-            match r {
-                Ok((h, w, v)) => {
-                    if (h, w) != group_hw {
-                        flush(&mut group, group_hw)?;
-                        group_hw = (h, w);
-                    }
-                    group.push((path, v));
-                }
-                Err(msg) => match args.on_error {
-                    OnError::Skip => {
-                        tracing::warn!("skipping {}: {msg}", path.display());
-                        skipped.push((path, msg));
-                    }
-                    OnError::Fail => {
-                        flush(&mut group, group_hw)?;
-                        let partial = sidecar(&args.out, ".partial.npy");
-                        npy::write_f32(&partial, &[kept.len(), e], &rows)?;
-                        write_list(&sidecar(&args.out, ".partial.files.txt"), &kept)?;
-                        bail!(
-                            "{msg}\n({} embeddings computed before the failure were saved to {}; \
-                             use --on-error skip to skip bad images)",
-                            kept.len(),
-                            partial.display()
-                        );
-                    }
-                },
-            }
+    let tick = |n: usize| bar.inc(n as u64);
+    let stream = Stream::all(files.len(), args.batch_size)
+        .on_error(args.on_error)
+        .progress(&tick);
+    let result = embedder.stream(&ds, stream, |r| {
+        for (i, err) in r.skipped {
+            tracing::warn!("skipping {}: {err}", files[i].display());
+            skipped.push((files[i].clone(), err.to_string()));
         }
-        flush(&mut group, group_hw)?;
-        bar.inc(chunk.len() as u64);
-    }
+        rows.extend(r.features);
+        kept.extend(r.indices.iter().map(|&i| files[i as usize].clone()));
+        Ok(())
+    });
     bar.finish_and_clear();
+    if let Err(err) = result {
+        let msg = match err {
+            fungi::core::Error::NonFinite { index, value, .. } => format!(
+                "the embedding of {} is not finite ({value}): refusing to write NaN/Inf (check the weights)",
+                files[index as usize].display()
+            ),
+            err => err.to_string(),
+        };
+        let partial = sidecar(&args.out, ".partial.npy");
+        npy::write_f32(&partial, &[kept.len(), e], &rows)?;
+        write_list(&sidecar(&args.out, ".partial.files.txt"), &kept)?;
+        bail!(
+            "{msg}\n({} embeddings computed before the failure were saved to {}; \
+             use --on-error skip to skip bad images)",
+            kept.len(),
+            partial.display()
+        );
+    }
     npy::write_f32(&args.out, &[kept.len(), e], &rows)?;
     write_list(&sidecar(&args.out, ".files.txt"), &kept)?;
     if !skipped.is_empty() {

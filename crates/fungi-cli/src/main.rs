@@ -5,11 +5,16 @@ mod bench;
 mod embed;
 mod extract;
 mod fetch;
+mod inputs;
 mod inspect;
 mod knn;
 mod merge;
-mod npy;
+mod probe;
+mod retrieve;
 mod synthetic;
+
+/// `.npy` reading and writing: the library's (`fungi::layout::npy`).
+use fungi::layout::npy;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -50,6 +55,10 @@ enum Command {
     Merge(merge::MergeArgs),
     /// kNN evaluation (the paper's protocol) over every block combination.
     Knn(knn::KnnArgs),
+    /// Linear-probe evaluation (the paper's protocol) over every block combination.
+    Probe(probe::ProbeArgs),
+    /// Revisited Oxford / Paris retrieval (mAP, mP@k) over every block combination.
+    Retrieve(retrieve::RetrieveArgs),
     /// Shapes, dtypes and metadata of a features / weights / state file.
     Inspect(inspect::InspectArgs),
     /// Extraction throughput without a dataset (random weights unless --weights): images/s,
@@ -110,6 +119,8 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Knn(a) => knn::run::<B>(a, &device),
+        Command::Probe(a) => probe::run(a),
+        Command::Retrieve(a) => retrieve::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run::<burn::backend::Autodiff<B>>(a, &device, &cli.device, p),
         Command::SyntheticWeights(a) => synthetic::run(a),
@@ -136,18 +147,22 @@ fn available() -> Vec<&'static str> {
 /// `--device auto`: the first backend compiled in, skipping CUDA (with a warning saying why)
 /// when this machine cannot run it.
 fn auto_device(index: usize) -> String {
-    for kind in available() {
-        #[cfg(all(unix, feature = "cuda"))]
-        if kind == "cuda" {
-            if let Err(e) = fungi::cuda::preflight(index) {
-                tracing::warn!("--device auto: not using CUDA: {e}");
-                continue;
-            }
-        }
-        let _ = index;
-        return kind.to_string();
+    available()
+        .into_iter()
+        .find(|&kind| kind != "cuda" || cuda_usable(index))
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Whether CUDA device `index` passes the preflight (a warning says why not).
+fn cuda_usable(index: usize) -> bool {
+    #[cfg(all(unix, feature = "cuda"))]
+    if let Err(e) = fungi::cuda::preflight(index) {
+        tracing::warn!("--device auto: not using CUDA: {e}");
+        return false;
     }
-    "none".into()
+    let _ = index;
+    true
 }
 
 fn main() -> Result<()> {
@@ -169,6 +184,8 @@ fn main() -> Result<()> {
     match &cli.cmd {
         Command::Fetch(a) => return fetch::run(a),
         Command::SyntheticWeights(a) => return synthetic::run(a),
+        Command::Probe(a) => return probe::run(a),
+        Command::Retrieve(a) => return retrieve::run(a),
         _ => {}
     }
     let (kind, index) = match cli.device.split_once(':') {

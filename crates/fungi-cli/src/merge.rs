@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use fungi::core::tensor_file;
 
-use fungi::layout::{Manifest, CHUNKS_DIR};
+use fungi::layout::{Manifest, OutDir, CHUNKS_DIR, LOCK_FILE};
 
-use crate::extract::{finish, same_file, Extras};
+use crate::extract::same_file;
+use fungi::layout::{finish, Extras};
 
 /// Arguments of `fungi merge`.
 #[derive(Debug, clap::Args)]
@@ -43,7 +44,9 @@ pub fn run(args: &MergeArgs) -> Result<()> {
             );
         }
         let mut entries = std::fs::read_dir(&args.out)
-            .with_context(|| format!("reading {}", args.out.display()))?;
+            .with_context(|| format!("reading {}", args.out.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != LOCK_FILE);
         if entries.next().is_some() && !args.force {
             bail!(
                 "--out {} is not empty: refusing to overwrite what it holds (choose a new directory, or pass --force to replace its merged outputs)",
@@ -57,6 +60,18 @@ pub fn run(args: &MergeArgs) -> Result<()> {
             );
         }
     }
+    // One writer per run directory: a shard still being written is not final, and `--out`
+    // is ours until the merge is done.
+    for d in &args.shards {
+        if OutDir::is_locked(d) {
+            bail!(
+                "{} is being written by a running fungi process ({} is locked): merge it when that run has finished",
+                d.display(),
+                d.join(LOCK_FILE).display()
+            );
+        }
+    }
+    let _lock = OutDir::open(&args.out)?;
     let mut ms: Vec<(Manifest, PathBuf)> = Vec::new();
     for d in &args.shards {
         ms.push((Manifest::read(d)?, d.clone()));

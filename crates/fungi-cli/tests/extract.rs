@@ -364,3 +364,73 @@ fn hdf5_output_has_the_paper_layout() {
     }
     assert!(h5_out.join("simclr.h5").exists());
 }
+
+/// One writer per run directory: a second `fungi extract` on an `--out` that a running one
+/// writes is refused at once, naming the lock file and the holder's pid, and the first run's
+/// outputs are its own (not a mix of two runs with different seeds).
+#[test]
+fn a_second_writer_on_the_same_out_is_refused_naming_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 images and DINO's 12 views: the first run lasts seconds, not milliseconds.
+    let data = dir.path().join("many");
+    let src = image_folder(dir.path());
+    for e in std::fs::read_dir(&src).unwrap() {
+        let class = e.unwrap().path();
+        let to = data.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&class).unwrap() {
+            let f = f.unwrap().path();
+            for k in 0..8 {
+                let name = format!("{k}_{}", f.file_name().unwrap().to_string_lossy());
+                std::fs::copy(&f, to.join(name)).unwrap();
+            }
+        }
+    }
+    let cfg = |seed: u64| {
+        let p = dir.path().join(format!("s{seed}.toml"));
+        std::fs::write(&p, format!("seed = {seed}\ntarget_layer = \"blocks.3.attn.proj\"\nbatch_size = 2\n[[objective]]\ntype = \"kl\"\n[[objective]]\ntype = \"dino\"\n")).unwrap();
+        p
+    };
+    let (cfg3, cfg4) = (cfg(3), cfg(4));
+    let out = dir.path().join("out");
+    let mut first = fungi()
+        .args(["extract", "--weights"])
+        .arg(golden().join("model.safetensors"))
+        .arg("--arch")
+        .arg(golden().join("model.json"))
+        .arg("--images")
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg3)
+        .arg("--out")
+        .arg(&out)
+        .args(["--chunk-size", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = out.join(".fungi.lock");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| !s.trim().is_empty())
+        && t0.elapsed().as_secs() < 120
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let second = extract(&data, &out, &cfg4, &[]);
+    let status = first.wait().unwrap();
+    assert!(status.success());
+    let e = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second writer ran");
+    assert!(
+        e.contains(".fungi.lock") && e.contains(&format!("pid {}", first.id())),
+        "{e}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["config"]["seed"], 3);
+    assert!(
+        !lock.exists(),
+        "the lock file is removed when the run is done"
+    );
+    // A resume of a finished run takes the lock again and has nothing to do.
+    ok(&extract(&data, &out, &cfg3, &["--resume"]));
+}

@@ -3,10 +3,13 @@
 //! The Python side (`python/fungi_rs/__init__.py`) turns PIL images / arrays into RGB bytes,
 //! configs into JSON, and bytes back into numpy arrays; this side holds a
 //! [`FungiExtractor`](fungi::core::FungiExtractor) on the CPU backend and runs every call with
-//! the GIL released. Errors become `FileNotFoundError` (a missing file anywhere in the cause
-//! chain) or `ValueError` (everything else, with the library's message naming the key, file or
-//! value); a Rust panic becomes `RuntimeError` and never unwinds into the interpreter.
+//! the GIL released; `eval.rs` holds the functions behind `fungi_rs.eval` (the evaluation
+//! protocols of `fungi-eval`). Errors become `FileNotFoundError` (a missing file anywhere in the
+//! cause chain) or `ValueError` (everything else, with the library's message naming the key,
+//! file or value); a Rust panic becomes `RuntimeError` and never unwinds into the interpreter.
 #![warn(missing_docs)]
+
+mod eval;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -41,20 +44,27 @@ fn guarded<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, fungi::core::Error> + Send,
 ) -> PyResult<T> {
-    py.allow_threads(|| match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(py_err(&e)),
-        Err(p) => {
+    guarded_with(py, f, |e| py_err(&e))
+}
+
+/// [`guarded`] for any error type, turned into a Python exception by `to_py` (with the GIL).
+fn guarded_with<T: Send, E: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, E> + Send,
+    to_py: impl FnOnce(E) -> PyErr,
+) -> PyResult<T> {
+    py.allow_threads(|| catch_unwind(AssertUnwindSafe(f)))
+        .map_err(|p| {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(PyRuntimeError::new_err(format!(
+            PyRuntimeError::new_err(format!(
                 "internal error in fungi-rs (please report it): {msg}"
-            )))
-        }
-    })
+            ))
+        })?
+        .map_err(to_py)
 }
 
 /// RGB images from `(bytes, width, height)` triples.
@@ -225,6 +235,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 #[pymodule]
 fn _fungi_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Extractor>()?;
+    eval::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

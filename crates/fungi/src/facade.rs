@@ -21,54 +21,13 @@
 
 use std::path::{Path, PathBuf};
 
-use fungi_aug::RgbImage;
 use fungi_backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
 use fungi_core::extractor::{ProgressFn, SkipFn};
 use fungi_core::{Error, FungiExtractor, FungiExtractorBuilder, Objective, Residency, Result};
 
 use crate::dataset::ImageSource;
+pub use crate::features::{Block, Features};
 use crate::{FungiConfig, ObjectiveConfig, Preset};
-
-/// One block of the feature vector.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Block {
-    /// `embedding`, or the objective's name (`kl`, `dino`, `simclr`, `deepcluster`).
-    pub name: String,
-    /// Width.
-    pub dim: usize,
-    /// First column in a row.
-    pub offset: usize,
-}
-
-/// Features `[rows, dim]` (row-major `f32`, each block L2-normalised) and their block layout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Features {
-    /// Row-major values.
-    pub data: Vec<f32>,
-    /// Number of images.
-    pub rows: usize,
-    /// The blocks, in column order.
-    pub blocks: Vec<Block>,
-    /// The images' labels, when the source has a label for every image.
-    pub labels: Option<Vec<i64>>,
-}
-
-impl Features {
-    /// Row width.
-    pub fn dim(&self) -> usize {
-        self.blocks.iter().map(|b| b.dim).sum()
-    }
-    /// Row `i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        let d = self.dim();
-        &self.data[i * d..(i + 1) * d]
-    }
-    /// Block `name` of row `i`, if there is such a block.
-    pub fn block(&self, i: usize, name: &str) -> Option<&[f32]> {
-        let b = self.blocks.iter().find(|b| b.name == name)?;
-        Some(&self.row(i)[b.offset..b.offset + b.dim])
-    }
-}
 
 enum Backbone<B: AutodiffVitOps> {
     Model(Box<Vit<B>>),
@@ -360,8 +319,10 @@ impl<B: AutodiffVitOps> Fungi<B> {
             });
         }
         let mut data = Vec::with_capacity(images.len() * self.feature_dim());
-        self.in_batches(images, |r, imgs| {
-            data.extend(self.ex.extract(&imgs, &indices[r])?);
+        let stream =
+            crate::Stream::all(images.len(), self.ex.config().batch_size).global_indices(indices);
+        self.stream(images, stream, |rows| {
+            data.extend(rows.features);
             Ok(())
         })?;
         let labels = (0..images.len()).map(|i| images.label(i)).collect();
@@ -380,34 +341,17 @@ impl<B: AutodiffVitOps> Fungi<B> {
     /// An unreadable image.
     pub fn embed(&self, images: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
         let mut out = Vec::new();
-        self.in_batches(images, |_, imgs| {
-            out.extend(self.ex.raw_embeddings(&imgs)?);
-            Ok(())
-        })?;
+        crate::pipeline::run(
+            images,
+            crate::Stream::all(images.len(), self.ex.config().batch_size),
+            None,
+            |imgs, _, _: Option<Result<()>>| self.ex.raw_embeddings(imgs),
+            |rows| {
+                out.extend(rows.features);
+                Ok(())
+            },
+        )?;
         Ok(out)
-    }
-
-    /// Decodes `images` one batch (`batch_size`) at a time and hands each to `f` with its
-    /// index range, so at most one batch of decoded images is held.
-    fn in_batches(
-        &self,
-        images: &(impl ImageSource + ?Sized),
-        mut f: impl FnMut(std::ops::Range<usize>, Vec<RgbImage>) -> Result<()>,
-    ) -> Result<()> {
-        let bs = self.ex.config().batch_size;
-        for start in (0..images.len()).step_by(bs) {
-            let r = start..(start + bs).min(images.len());
-            let imgs = r
-                .clone()
-                .map(|i| {
-                    let img = images.image(i)?;
-                    fungi_aug::check_not_empty(&img, Path::new(&images.name(i)))?;
-                    Ok(img)
-                })
-                .collect::<Result<_>>()?;
-            f(r, imgs)?;
-        }
-        Ok(())
     }
 
     /// Saves heads, negatives/prototypes, the projection and the settings, for

@@ -34,10 +34,15 @@ pub mod benchmark;
 #[cfg(unix)]
 pub mod cuda;
 pub mod dataset;
+pub mod embed;
 mod facade;
+mod features;
 pub mod layout;
+pub mod pipeline;
 pub use dataset::{Dataset, ImageSource};
+pub use embed::{Embedder, InputTransform};
 pub use facade::{Block, Features, Fungi, FungiBuilder, Unprepared};
+pub use pipeline::{Rows, Stream};
 
 pub use fungi_aug as aug;
 pub use fungi_backbone as backbone;
@@ -109,6 +114,15 @@ impl ObjectiveConfig {
                 c.clone(), embed_dim, seed, device
             )?),
         })
+    }
+    /// The objective's name (`kl`, `dino`, `simclr`, `deepcluster`): its block's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ObjectiveConfig::Kl(_) => "kl",
+            ObjectiveConfig::Dino(_) => "dino",
+            ObjectiveConfig::Simclr(_) => "simclr",
+            ObjectiveConfig::Deepcluster(_) => "deepcluster",
+        }
     }
     fn validate(&self) -> fungi_core::Result<()> {
         match self {

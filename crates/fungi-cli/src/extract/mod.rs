@@ -12,28 +12,24 @@
 //! resumed or sharded run computes every image in exactly the same batch as an uninterrupted one:
 //! outputs are byte-identical.
 
-mod chunks;
 mod existing;
-mod output;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use fungi::backbone::Vit;
+use fungi::backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
 use fungi::core::tensor_file;
 use fungi::dataset::Dataset;
 use fungi::layout::{
-    chunk_path, sha256_file, shard_chunks, Format, RunIdentity, Skipped, CHUNKS_DIR, RUN_FILE,
-    SETUP_SKIPPED_FILE, STATE_FILE,
+    chunk_path, sha256_file, shard_chunks, Chunk, Extras, Format, OutDir, RunIdentity, Skipped,
+    CHUNKS_DIR, LOCK_FILE, RUN_FILE, SETUP_SKIPPED_FILE, STATE_FILE,
 };
-use fungi::{Fungi, FungiConfig};
-use rayon::prelude::*;
+use fungi::{Fungi, FungiConfig, Stream, Unprepared};
 use sha2::{Digest, Sha256};
 
-use chunks::{write_chunk, Chunk};
 pub(crate) use existing::same_file;
-use existing::{identity_differences, inspect_out, parse_shard};
-pub(crate) use output::{finish, Extras};
+use existing::{identity_differences, inspect_out, parse_shard, Existing};
 
 use crate::{progress_bar, OnError};
 
@@ -113,19 +109,20 @@ pub struct ExtractArgs {
     pub prepare_ahead: bool,
 }
 
-/// One batch of decoded images: `(global index, image or the reason it could not be read)`.
-type Decoded = Vec<(usize, std::result::Result<fungi::aug::RgbImage, String>)>;
+/// The command's inputs, checked: configuration, chunking, dataset, architecture, weights.
+struct Plan {
+    cfg: FungiConfig,
+    chunk: usize,
+    shard: Option<(usize, usize)>,
+    ds: Dataset,
+    arch: VitConfig,
+    weights: PathBuf,
+    weights_sha256: String,
+}
 
-/// Runs `fungi extract` on backend `B`.
-///
-/// Everything is validated — arguments, configuration, dataset, weights, state, and the run
-/// already in `--out` — before anything in `--out` is written, so a refused command leaves
-/// finished chunks, the state and the outputs as they were.
-pub fn run<B: fungi_backbone::AutodiffVitOps>(
-    args: &ExtractArgs,
-    device: &B::Device,
-    precision: fungi_backbone::Precision,
-) -> Result<()> {
+/// Everything validated — arguments, configuration, dataset, weights — before `--out` is
+/// touched.
+fn plan(args: &ExtractArgs) -> Result<Plan> {
     if args.chunk_size == 0 {
         bail!("--chunk-size 0: expected at least 1 image per chunk");
     }
@@ -150,7 +147,6 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
             )
         })?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let state_path = args.out.join(STATE_FILE);
     if let (Some(s), Some(p)) = (&args.state, &args.save_state) {
         if same_file(s, p) {
             bail!(
@@ -159,164 +155,207 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
             );
         }
     }
-    let strict = args.on_error == OnError::Fail;
     let decode = fungi::aug::DecodeOptions {
         apply_exif_orientation: args.apply_exif_orientation,
         ..Default::default()
     };
-    let ds = Dataset::load(&args.images, args.labels.as_deref(), strict)
-        .map_err(crate::listing_hint)?
-        .with_decode_options(decode);
+    let ds = Dataset::load(
+        &args.images,
+        args.labels.as_deref(),
+        args.on_error == OnError::Fail,
+    )
+    .map_err(crate::listing_hint)?
+    .with_decode_options(decode);
     let (weights, arch_name) = crate::fetch::resolve_weights(&args.weights, args.arch.as_deref())?;
     let arch = crate::rgb_arch(&arch_name)?;
     let weights_sha256 = sha256_file(&weights)?;
-    let vit = Vit::<B>::from_file(&arch, &weights, device)?;
-    let mut builder = Fungi::<B>::builder(device)
-        .backbone(vit)
-        .config(cfg.clone())
-        .precision(precision)
-        .projection_residency(args.projection)
-        .views_per_pass(args.max_views_per_pass);
-    if args.prepare_ahead {
-        builder = builder.prepare_ahead(true);
-    }
-    let unprepared = builder.build()?;
-    let total = ds.len().div_ceil(chunk);
-    let (a, b) = match shard {
-        Some((i, n)) => shard_chunks(i, n, total),
-        None => (0, total),
-    };
+    Ok(Plan {
+        cfg,
+        chunk,
+        shard,
+        ds,
+        arch,
+        weights,
+        weights_sha256,
+    })
+}
 
-    // What `--out` holds now; nothing in it is written until every check has passed.
-    let existing = inspect_out(&args.out)?;
-    let computed = existing.finished_chunks > 0 || existing.manifest.is_some();
-    if existing.run.is_some() && computed && !args.resume {
-        bail!(
-            "{} already holds a run ({} finished chunk(s){}): pass --resume to continue it, or choose another --out",
-            args.out.display(),
-            existing.finished_chunks,
-            if existing.manifest.is_some() { ", final outputs" } else { "" }
-        );
-    }
-    if existing.run.is_none() && args.out.is_dir() {
-        let entries: Vec<String> = std::fs::read_dir(&args.out)
-            .with_context(|| format!("reading {}", args.out.display()))?
+/// Takes `--out` for this process (one writer per run directory) and reads what it holds;
+/// `resuming` when it holds a run with something computed. Refuses (touching nothing) a
+/// directory that holds another run without `--resume`, or files that are not a fungi run.
+fn open_out(args: &ExtractArgs) -> Result<(OutDir, Existing, bool)> {
+    let out = &args.out;
+    // Read-only first: a folder of other files is refused before a lock file goes into it.
+    if out.is_dir() && !out.join(RUN_FILE).exists() {
+        let entries: Vec<String> = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != CHUNKS_DIR)
+            .filter(|n| n != CHUNKS_DIR && n != LOCK_FILE)
             .take(5)
             .collect();
-        if !entries.is_empty() || existing.finished_chunks > 0 {
+        let chunks = std::fs::read_dir(out.join(CHUNKS_DIR)).map_or(0, |d| d.count());
+        if !entries.is_empty() || chunks > 0 {
             bail!(
                 "--out {} is not empty and holds no fungi run (found {}): choose a new or empty directory",
-                args.out.display(),
+                out.display(),
                 if entries.is_empty() { "chunk files".to_string() } else { entries.join(", ") }
             );
         }
     }
+    let dir = OutDir::open(out)?;
+    let existing = inspect_out(out)?;
+    let computed = existing.finished_chunks > 0 || existing.manifest.is_some();
+    if existing.run.is_some() && computed && !args.resume {
+        bail!(
+            "{} already holds a run ({} finished chunk(s){}): pass --resume to continue it, or choose another --out",
+            out.display(),
+            existing.finished_chunks,
+            if existing.manifest.is_some() { ", final outputs" } else { "" }
+        );
+    }
     // A run.json with nothing computed (a start that failed or was killed before its first
     // chunk) does not block a new run: there is nothing to lose.
     let resuming = existing.run.is_some() && computed;
+    Ok((dir, existing, resuming))
+}
 
-    // The state: given, kept from the run being resumed, or made now.
-    let setup_skipped = std::sync::Mutex::new(Vec::<Skipped>::new());
-    let (fungi, state_bytes) = if let Some(s) = &args.state {
-        let bytes = std::fs::read(s).with_context(|| format!("reading --state {}", s.display()))?;
-        (unprepared.load_state_bytes(&bytes, s)?, bytes)
-    } else if resuming && state_path.exists() {
-        let bytes = std::fs::read(&state_path)
-            .with_context(|| format!("reading {}", state_path.display()))?;
-        (unprepared.load_state_bytes(&bytes, &state_path)?, bytes)
-    } else {
-        let bar = progress_bar(0, "setup");
-        let progress = |what: &str, done: usize, total: usize| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-            bar.set_prefix(what.to_string());
-        };
-        let skip = |i: usize, e: &fungi::core::Error| {
-            tracing::warn!("setup: skipping {}: {e}", ds.files[i].display());
-            if let Ok(mut v) = setup_skipped.lock() {
-                v.push(Skipped {
-                    index: i,
-                    file: ds.relative(i),
-                    error: e.to_string(),
-                });
-            }
-        };
-        let skip_fn: Option<fungi::core::extractor::SkipFn<'_>> = match args.on_error {
-            OnError::Skip => Some(&skip),
-            OnError::Fail => None,
-        };
-        let fungi = unprepared
-            .setup_with(&ds, Some(&progress), skip_fn)
-            .map_err(|e| match (&e, args.on_error) {
-                (fungi::core::Error::Image(_), OnError::Fail) => anyhow::anyhow!(
-                    "{e}\n(setup reads training images for the objectives; nothing was written to {}: replace the file with a readable image, or rerun with --on-error skip)",
-                    args.out.display()
-                ),
-                _ => anyhow::Error::from(e),
-            })?;
-        bar.finish_and_clear();
-        let bytes = fungi.state_bytes(&state_path)?;
-        (fungi, bytes)
+/// The extractor made ready: the given `--state`, the state of the run being resumed, or a
+/// setup on the dataset (progress bar, skip policy). Returns it with the state's bytes and the
+/// training images the setup skipped.
+fn ready<B: AutodiffVitOps>(
+    args: &ExtractArgs,
+    ds: &Dataset,
+    unprepared: Unprepared<B>,
+    resuming: bool,
+) -> Result<(Fungi<B>, Vec<u8>, Vec<Skipped>)> {
+    let state_path = args.out.join(STATE_FILE);
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading {what}{}", p.display()))
     };
-    let ex = fungi.extractor();
+    if let Some(s) = &args.state {
+        let bytes = read(s, "--state ")?;
+        return Ok((unprepared.load_state_bytes(&bytes, s)?, bytes, vec![]));
+    }
+    if resuming && state_path.exists() {
+        let bytes = read(&state_path, "")?;
+        return Ok((
+            unprepared.load_state_bytes(&bytes, &state_path)?,
+            bytes,
+            vec![],
+        ));
+    }
+    let bar = progress_bar(0, "setup");
+    let progress = |what: &str, done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_prefix(what.to_string());
+    };
+    let skipped = Mutex::new(Vec::<Skipped>::new());
+    let skip = |i: usize, e: &fungi::core::Error| {
+        tracing::warn!("setup: skipping {}: {e}", ds.files[i].display());
+        if let Ok(mut v) = skipped.lock() {
+            v.push(Skipped {
+                index: i,
+                file: ds.relative(i),
+                error: e.to_string(),
+            });
+        }
+    };
+    let skip_fn: Option<fungi::core::extractor::SkipFn<'_>> = match args.on_error {
+        OnError::Skip => Some(&skip),
+        OnError::Fail => None,
+    };
+    let fungi = unprepared
+        .setup_with(ds, Some(&progress), skip_fn)
+        .map_err(|e| match (&e, args.on_error) {
+            (fungi::core::Error::Image(_), OnError::Fail) => anyhow::anyhow!(
+                "{e}\n(setup reads training images for the objectives; nothing was written to {}: replace the file with a readable image, or rerun with --on-error skip)",
+                args.out.display()
+            ),
+            _ => anyhow::Error::from(e),
+        })?;
+    bar.finish_and_clear();
+    let bytes = fungi.state_bytes(&state_path)?;
+    Ok((fungi, bytes, skipped.into_inner().unwrap_or_default()))
+}
+
+/// The run's identity; with `--resume`, refused unless it matches the recorded one. `None` when
+/// the run in `--out` is already complete for these chunks.
+fn identity<B: AutodiffVitOps>(
+    args: &ExtractArgs,
+    p: &Plan,
+    fungi: &Fungi<B>,
+    state_bytes: &[u8],
+    precision: Precision,
+    (existing, resuming, chunks): (&Existing, bool, (usize, usize)),
+) -> Result<Option<RunIdentity>> {
     let run = RunIdentity {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        config: cfg.clone(),
-        arch: arch.clone(),
-        weights_sha256,
-        dataset_sha256: ds.listing_hash(),
-        dataset_len: ds.len(),
-        classes: ds.classes.clone(),
-        state_sha256: format!("{:x}", Sha256::digest(&state_bytes)),
-        projection_fingerprint: ex.projection().fingerprint(),
-        chunk_size: chunk,
+        config: p.cfg.clone(),
+        arch: p.arch.clone(),
+        weights_sha256: p.weights_sha256.clone(),
+        dataset_sha256: p.ds.listing_hash(),
+        dataset_len: p.ds.len(),
+        classes: p.ds.classes.clone(),
+        state_sha256: format!("{:x}", Sha256::digest(state_bytes)),
+        projection_fingerprint: fungi.extractor().projection().fingerprint(),
+        chunk_size: p.chunk,
         format: args.format,
         precision,
     };
-    if resuming {
-        if let Some(prev) = &existing.run {
-            let d = identity_differences(prev, &run)?;
-            if !d.is_empty() {
-                bail!(
-                    "--resume: this command differs from the run recorded in {} (expected = recorded, found = now):\n  {}\nnothing was changed; resume with the original settings, or choose another --out",
-                    args.out.join(RUN_FILE).display(),
-                    d.join("\n  ")
-                );
-            }
-        }
-        if let Some(m) = &existing.manifest {
-            if m.run == run && m.chunks == (a, b) && m.shard == shard {
-                eprintln!(
-                    "{} is already complete ({} rows): nothing to do",
-                    args.out.display(),
-                    m.rows
-                );
-                return Ok(());
-            }
+    if !resuming {
+        return Ok(Some(run));
+    }
+    if let Some(prev) = &existing.run {
+        let d = identity_differences(prev, &run)?;
+        if !d.is_empty() {
+            bail!(
+                "--resume: this command differs from the run recorded in {} (expected = recorded, found = now):\n  {}\nnothing was changed; resume with the original settings, or choose another --out",
+                args.out.join(RUN_FILE).display(),
+                d.join("\n  ")
+            );
         }
     }
+    if let Some(m) = &existing.manifest {
+        if m.run == run && m.chunks == chunks && m.shard == p.shard {
+            eprintln!(
+                "{} is already complete ({} rows): nothing to do",
+                args.out.display(),
+                m.rows
+            );
+            return Ok(None);
+        }
+    }
+    Ok(Some(run))
+}
 
-    // Every check passed: write the state and the run identity, then the chunks.
-    std::fs::create_dir_all(args.out.join(CHUNKS_DIR))
-        .with_context(|| format!("creating {}", args.out.join(CHUNKS_DIR).display()))?;
-    // run.json first: if the state write fails, the next run finds a start with nothing
-    // computed, which never blocks it.
+/// Every check passed: writes `run.json` first (if the state write then fails, the next run
+/// finds a start with nothing computed, which never blocks it), the state, the setup's skips
+/// and `--save-state`.
+fn start(
+    args: &ExtractArgs,
+    run: &RunIdentity,
+    state_bytes: &[u8],
+    setup_skipped: &[Skipped],
+    resuming: bool,
+) -> Result<()> {
+    let out = &args.out;
+    std::fs::create_dir_all(out.join(CHUNKS_DIR))
+        .with_context(|| format!("creating {}", out.join(CHUNKS_DIR).display()))?;
     tensor_file::write_bytes_atomic(
-        &args.out.join(RUN_FILE),
-        (serde_json::to_string_pretty(&run)? + "\n").as_bytes(),
+        &out.join(RUN_FILE),
+        (serde_json::to_string_pretty(run)? + "\n").as_bytes(),
     )?;
-    if std::fs::read(&state_path).ok().as_deref() != Some(&state_bytes[..]) {
-        tensor_file::write_bytes_atomic(&state_path, &state_bytes)?;
+    let state_path = out.join(STATE_FILE);
+    if std::fs::read(&state_path).ok().as_deref() != Some(state_bytes) {
+        tensor_file::write_bytes_atomic(&state_path, state_bytes)?;
     }
-    let setup_skipped = setup_skipped.into_inner().unwrap_or_default();
-    let setup_file = args.out.join(SETUP_SKIPPED_FILE);
+    let setup_file = out.join(SETUP_SKIPPED_FILE);
     if !setup_skipped.is_empty() {
         tensor_file::write_bytes_atomic(
             &setup_file,
-            serde_json::to_string_pretty(&setup_skipped)?.as_bytes(),
+            serde_json::to_string_pretty(setup_skipped)?.as_bytes(),
         )?;
     } else if !(resuming && args.state.is_none()) {
         // No setup skips in this run's state (a stale list from an abandoned start goes).
@@ -324,17 +363,36 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     }
     if let Some(p) = &args.save_state {
         if !same_file(p, &state_path) {
-            tensor_file::write_bytes_atomic(p, &state_bytes)
+            tensor_file::write_bytes_atomic(p, state_bytes)
                 .with_context(|| format!("--save-state {}", p.display()))?;
         }
     }
+    Ok(())
+}
 
-    let blocks = fungi.blocks();
-    let dim = fungi.feature_dim();
-    let todo: Vec<usize> = (a..b)
-        .filter(|&c| !chunk_path(&args.out, c).exists())
+/// Computes the chunks of `[a, b)` not finished yet through the library's pipeline (batches
+/// aligned to chunks), writing each chunk atomically as soon as its last batch is done.
+fn extract_chunks<B: AutodiffVitOps>(
+    args: &ExtractArgs,
+    dir: &OutDir,
+    ds: &Dataset,
+    fungi: &Fungi<B>,
+    run: &RunIdentity,
+    (a, b): (usize, usize),
+) -> Result<()> {
+    let out = &args.out;
+    let (bs, dim) = (run.config.extractor.batch_size, fungi.feature_dim());
+    let todo: Vec<usize> = (a..b).filter(|&c| !dir.has_chunk(c)).collect();
+    let batches: Vec<std::ops::Range<usize>> = todo
+        .iter()
+        .flat_map(|&c| {
+            let r = run.chunk_range(c);
+            (r.start..r.end)
+                .step_by(bs)
+                .map(move |s| s..(s + bs).min(r.end))
+        })
         .collect();
-    let n_todo: usize = todo.iter().map(|&c| run.chunk_range(c).len()).sum();
+    let n_todo: usize = batches.iter().map(|r| r.len()).sum();
     tracing::info!(
         chunks = b - a,
         remaining = todo.len(),
@@ -342,133 +400,118 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
         "extracting"
     );
     let bar = progress_bar(n_todo as u64, "extract");
-    // Batches aligned to chunks; each batch is decoded while the previous one computes (one
-    // batch in flight: memory is bounded by the batch size, not the chunk size).
-    let batches: Vec<(usize, std::ops::Range<usize>)> = todo
-        .iter()
-        .flat_map(|&c| {
-            let r = run.chunk_range(c);
-            (r.start..r.end)
-                .step_by(bs)
-                .map(move |s| (c, s..(s + bs).min(r.end)))
-        })
-        .collect();
-    let out = &args.out;
-    // On a separate device, the view transforms of batch k+1 run on the decode thread while
-    // batch k computes; on the CPU backends they share the cores with the compute anyway.
-    let overlap = ex.prepare_ahead();
-    std::thread::scope(|scope| -> Result<()> {
-        type Prepared = Option<fungi::core::Result<fungi::core::PreparedBatch>>;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Decoded, Prepared)>(1);
-        let ds = &ds;
-        let batches = &batches;
-        scope.spawn(move || {
-            for (c, r) in batches {
-                let decoded: Decoded = r
-                    .clone()
-                    .into_par_iter()
-                    .map(|i| {
-                        (
-                            i,
-                            fungi::ImageSource::image(ds, i).map_err(|e| e.to_string()),
-                        )
-                    })
-                    .collect();
-                let prepared = if overlap {
-                    let (imgs, idx): (Vec<_>, Vec<u64>) = decoded
-                        .iter()
-                        .filter_map(|(i, r)| r.as_ref().ok().map(|im| (im.clone(), *i as u64)))
-                        .unzip();
-                    (!imgs.is_empty()).then(|| ex.prepare(&imgs, &idx))
-                } else {
-                    None
-                };
-                if tx.send((*c, decoded, prepared)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut current: Option<(usize, Chunk)> = None;
-        let flush = |c: usize, ch: &Chunk| write_chunk(&chunk_path(out, c), ch, dim);
-        for (c, decoded, prepared) in rx {
-            let in_batch = decoded.len() as u64;
-            if let Some((pc, ch)) = current.take() {
-                if pc != c {
-                    flush(pc, &ch)?;
-                } else {
-                    current = Some((pc, ch));
-                }
-            }
-            let ch = &mut current
-                .get_or_insert_with(|| {
-                    (
-                        c,
-                        Chunk {
-                            features: vec![],
-                            indices: vec![],
-                            labels: vec![],
-                            skipped: vec![],
-                        },
-                    )
-                })
-                .1;
-            let mut imgs = Vec::new();
-            let mut idx = Vec::new();
-            for (i, r) in decoded {
-                match r {
-                    Ok(img) => {
-                        imgs.push(img);
-                        idx.push(i as u64);
-                    }
-                    Err(e) => match args.on_error {
-                        OnError::Fail => bail!(
-                            "{e}\n(finished chunks are kept in {}: replace the file with a readable image and rerun the same command with --resume, or rerun it with --resume --on-error skip to skip unreadable images and list them in manifest.json)",
-                            out.display()
-                        ),
-                        OnError::Skip => {
-                            tracing::warn!("skipping {}: {e}", ds.files[i].display());
-                            ch.skipped.push(Skipped {
-                                index: i,
-                                file: ds.relative(i),
-                                error: e,
-                            });
-                        }
-                    },
-                }
-            }
-            if !imgs.is_empty() {
-                let f = match prepared {
-                    Some(p) => p.and_then(|p| ex.extract_prepared(p)),
-                    None => ex.extract(&imgs, &idx),
-                };
-                let f = f.map_err(|e| match e {
-                    fungi::core::Error::NonFinite {
-                        objective,
-                        index,
-                        value,
-                    } => anyhow::anyhow!(
-                        "{}: objective `{objective}` produced a non-finite feature ({value}); nothing of this chunk was written (finished chunks are kept in {}): check the weights and the state",
-                        ds.files[index as usize].display(),
-                        out.display()
-                    ),
-                    e => anyhow::Error::from(e),
-                })?;
-                ch.features.extend(f);
-                for &i in &idx {
-                    ch.indices.push(i as i64);
-                    if let Some(l) = &ds.labels {
-                        ch.labels.push(l[i as usize]);
-                    }
-                }
-            }
-            bar.inc(in_batch);
+    let tick = |n: usize| bar.inc(n as u64);
+    let stream = Stream::new(batches).on_error(args.on_error).progress(&tick);
+    // The chunk being filled; written as soon as its last batch is in, so that a failure
+    // later never loses a finished chunk.
+    let mut current: Option<(usize, Chunk)> = None;
+    let mut write_error: Option<anyhow::Error> = None;
+    let result = fungi.stream(ds, stream, |rows| {
+        let c = rows.range.start / run.chunk_size;
+        let ch = &mut current.get_or_insert_with(|| (c, Chunk::default())).1;
+        for (i, e) in rows.skipped {
+            tracing::warn!("skipping {}: {e}", ds.files[i].display());
+            ch.skipped.push(Skipped {
+                index: i,
+                file: ds.relative(i),
+                error: e.to_string(),
+            });
         }
-        if let Some((c, ch)) = current.take() {
-            flush(c, &ch)?;
+        ch.features.extend(rows.features);
+        for &i in &rows.indices {
+            ch.indices.push(i as i64);
+            if let Some(l) = &ds.labels {
+                ch.labels.push(l[i as usize]);
+            }
+        }
+        if rows.range.end == run.chunk_range(c).end {
+            if let Some((c, ch)) = current.take() {
+                if let Err(e) = dir.write_chunk(c, &ch, dim) {
+                    write_error = Some(e.into());
+                    return Err(fungi::core::Error::Input(format!("chunk {c} not written")));
+                }
+            }
         }
         Ok(())
+    });
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    result.map_err(|e| match e {
+        fungi::core::Error::Image(_) => anyhow::anyhow!(
+            "{e}\n(finished chunks are kept in {}: replace the file with a readable image and rerun the same command with --resume, or rerun it with --resume --on-error skip to skip unreadable images and list them in manifest.json)",
+            out.display()
+        ),
+        fungi::core::Error::NonFinite { objective, index, value } => anyhow::anyhow!(
+            "{}: objective `{objective}` produced a non-finite feature ({value}); nothing of this chunk was written (finished chunks are kept in {}): check the weights and the state",
+            ds.files[index as usize].display(),
+            out.display()
+        ),
+        e => anyhow::Error::from(e),
     })?;
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Runs `fungi extract` on backend `B`.
+///
+/// Everything is validated — arguments, configuration, dataset, weights, state, and the run
+/// already in `--out` — before anything in `--out` is written, so a refused command leaves
+/// finished chunks, the state and the outputs as they were. `--out` is locked for the whole
+/// run: a second writer is refused at once.
+pub fn run<B: AutodiffVitOps>(
+    args: &ExtractArgs,
+    device: &B::Device,
+    precision: Precision,
+) -> Result<()> {
+    let p = plan(args)?;
+    let vit = Vit::<B>::from_file(&p.arch, &p.weights, device)?;
+    let mut builder = Fungi::<B>::builder(device)
+        .backbone(vit)
+        .config(p.cfg.clone())
+        .precision(precision)
+        .projection_residency(args.projection)
+        .views_per_pass(args.max_views_per_pass);
+    if args.prepare_ahead {
+        builder = builder.prepare_ahead(true);
+    }
+    let unprepared = builder.build()?;
+    let total = p.ds.len().div_ceil(p.chunk);
+    let chunks = match p.shard {
+        Some((i, n)) => shard_chunks(i, n, total),
+        None => (0, total),
+    };
+    let (out, existing, resuming) = open_out(args)?;
+    let (fungi, state_bytes, setup_skipped) = ready(args, &p.ds, unprepared, resuming)?;
+    let Some(run) = identity(
+        args,
+        &p,
+        &fungi,
+        &state_bytes,
+        precision,
+        (&existing, resuming, chunks),
+    )?
+    else {
+        return Ok(());
+    };
+    start(args, &run, &state_bytes, &setup_skipped, resuming)?;
+    extract_chunks(args, &out, &p.ds, &fungi, &run, chunks)?;
+    report(args, &out, &p.ds, &fungi, &run, chunks, p.shard)
+}
+
+/// Writes the final outputs and the manifest, removes the chunks (unless `--keep-chunks`) and
+/// says what was written.
+#[allow(clippy::too_many_arguments)]
+fn report<B: AutodiffVitOps>(
+    args: &ExtractArgs,
+    dir: &OutDir,
+    ds: &Dataset,
+    fungi: &Fungi<B>,
+    run: &RunIdentity,
+    (a, b): (usize, usize),
+    shard: Option<(usize, usize)>,
+) -> Result<()> {
+    let setup_file = args.out.join(SETUP_SKIPPED_FILE);
     let extras = Extras {
         setup_skipped: match std::fs::read_to_string(&setup_file) {
             Ok(t) => serde_json::from_str(&t)
@@ -477,15 +520,8 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
         },
         not_listed: ds.problems.clone(),
     };
-    let m = finish(
-        &args.out,
-        &run,
-        &blocks,
-        (a, b),
-        shard,
-        std::slice::from_ref(&args.out),
-        &extras,
-    )?;
+    let blocks = fungi.blocks();
+    let m = dir.finish(run, &blocks, (a, b), shard, &extras)?;
     if !args.keep_chunks {
         for c in a..b {
             let _ = std::fs::remove_file(chunk_path(&args.out, c));
@@ -494,7 +530,7 @@ pub fn run<B: fungi_backbone::AutodiffVitOps>(
     eprintln!(
         "wrote {} rows x {} features ({}) to {}{}",
         m.rows,
-        dim,
+        fungi.feature_dim(),
         blocks
             .iter()
             .map(|b| format!("{} {}", b.name, b.dim))

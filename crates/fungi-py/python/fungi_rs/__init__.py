@@ -21,6 +21,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _fungi_rs
+from . import eval  # noqa: A004  (fungi_rs.eval: kNN, linear probe, retrieval mAP)
 
 __version__ = _fungi_rs.__version__
 __all__ = ["FUNGIWrapper", "KLConfig", "DINOConfig", "SimCLRConfig", "DeepClusterConfig"]

@@ -4,6 +4,7 @@ from typing import List, Optional, Sequence, Tuple
 __version__: str
 
 _Image = Tuple[bytes, int, int]
+_Matrix = Tuple[bytes, int, int]  # little-endian float64 values, rows, cols
 
 class Extractor:
     def __init__(self, weights: str, arch: str, target_layer: Optional[str], device: str,
@@ -19,3 +20,12 @@ class Extractor:
     def block_names(self) -> List[str]: ...
     @property
     def batch_size(self) -> int: ...
+
+def eval_default_lambdas() -> List[float]: ...
+def eval_knn(train: _Matrix, train_labels: bytes, test: _Matrix, k: int, pca: Optional[int],
+             few_shot: Optional[int]) -> List[int]: ...
+def eval_linear_probe(train: _Matrix, train_labels: bytes, test: _Matrix, test_labels: Optional[bytes],
+                      val: Optional[_Matrix], val_labels: Optional[bytes], pca: Optional[int],
+                      lambdas: Optional[Sequence[float]], few_shot: Optional[int]) -> str: ...
+def eval_retrieval_map(db: _Matrix, queries: _Matrix, gnd_path: Optional[str], gnd_json: Optional[str],
+                       pca: Optional[int]) -> str: ...

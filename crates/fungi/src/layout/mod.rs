@@ -23,6 +23,15 @@ use sha2::{Digest, Sha256};
 use crate::dataset::ListingProblem;
 use crate::{Block, FungiConfig};
 
+mod chunk;
+pub mod npy;
+mod outdir;
+mod outputs;
+
+pub use chunk::{read_chunk, write_chunk, Chunk};
+pub use outdir::{OutDir, LOCK_FILE};
+pub use outputs::{block_columns, finish, write_outputs, Extras};
+
 /// `run.json`: the run's identity.
 pub const RUN_FILE: &str = "run.json";
 /// `state.safetensors`: the state the run used.
@@ -172,6 +181,54 @@ pub enum LayoutError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A `.npy` file that cannot be read or written as asked (header, dtype, shape, size).
+    #[error("{}: {reason}", path.display())]
+    Npy {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A finished chunk that is not whole or not consistent.
+    #[error("{}: damaged chunk ({reason}); delete it and rerun with --resume to recompute it", path.display())]
+    DamagedChunk {
+        /// The chunk file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A chunk that should exist does not.
+    #[error("chunk {chunk} is missing (looked for chunk-{chunk:06}.safetensors in {looked})")]
+    MissingChunk {
+        /// Chunk number.
+        chunk: usize,
+        /// The folders looked in.
+        looked: String,
+    },
+    /// `--format hdf5` in a build without the `hdf5` feature.
+    #[error("--format hdf5 needs a build with `--features hdf5` (and Debian's libhdf5-dev)")]
+    NoHdf5,
+    /// Writing an HDF5 file failed.
+    #[error("{}: {reason}", path.display())]
+    Hdf5 {
+        /// File.
+        path: PathBuf,
+        /// The HDF5 library's message.
+        reason: String,
+    },
+    /// A tensor file could not be written or read.
+    #[error(transparent)]
+    Tensor(#[from] fungi_core::Error),
+    /// Another process writes this output directory.
+    #[error("{} is in use by another fungi process (pid {holder}; lock {}): wait for it to finish, or choose another --out", dir.display(), lock.display())]
+    Locked {
+        /// The output directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The pid written by the holder (`unknown` if it wrote none).
+        holder: String,
     },
     /// The file is not what it should be.
     #[error("{}: not a fungi {what} ({reason})", path.display())]

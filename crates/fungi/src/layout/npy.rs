@@ -7,12 +7,28 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use super::LayoutError;
+
+type Result<T> = std::result::Result<T, LayoutError>;
+
+/// `reason` about the file `path`.
+fn npy_err(path: &Path, reason: String) -> LayoutError {
+    LayoutError::Npy {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+macro_rules! bail_at {
+    ($path:expr, $($arg:tt)*) => {
+        return Err(npy_err($path, format!($($arg)*)))
+    };
+}
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// The header of a `.npy` file; format 1.0, or 2.0 when the header does not fit a `u16`.
-fn header(shape: &[usize], descr: &str) -> Result<Vec<u8>> {
+fn header(shape: &[usize], descr: &str) -> std::result::Result<Vec<u8>, String> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -39,27 +55,33 @@ fn header(shape: &[usize], descr: &str) -> Result<Vec<u8>> {
             };
             out.extend_from_slice(&n.to_le_bytes());
         } else {
-            let n = u32::try_from(h.len()).context(".npy header longer than 4 GiB")?;
+            let n =
+                u32::try_from(h.len()).map_err(|_| ".npy header longer than 4 GiB".to_string())?;
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(h.as_bytes());
         return Ok(out);
     }
-    bail!(".npy header of shape {shape:?} does not fit the format")
+    Err(format!(
+        ".npy header of shape {shape:?} does not fit the format"
+    ))
 }
 
 fn write_raw(path: &Path, shape: &[usize], descr: &str, body: &[u8]) -> Result<()> {
     let tmp = path.with_extension("npy.tmp");
-    let head = header(shape, descr).with_context(|| format!("writing {}", path.display()))?;
+    let head = header(shape, descr).map_err(|e| npy_err(path, e))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| LayoutError::Io { path: p, source }
+    };
     {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(&head)
             .and_then(|_| f.write_all(body))
             .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
+            .map_err(io(&tmp))?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(())
 }
 
@@ -70,9 +92,9 @@ fn elements(shape: &[usize]) -> Option<usize> {
 
 fn check_len(path: &Path, shape: &[usize], len: usize) -> Result<()> {
     if elements(shape) != Some(len) {
-        bail!(
-            "{}: shape {shape:?} needs {} values, got {len}",
-            path.display(),
+        bail_at!(
+            path,
+            "shape {shape:?} needs {} values, got {len}",
             elements(shape).map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string())
         );
     }
@@ -121,7 +143,10 @@ impl Array {
 
 /// Reads a little-endian `float32` or `int64` `.npy` file (C order).
 pub fn read(path: &Path) -> Result<Array> {
-    let bytes = std::fs::read(path).with_context(|| format!("opening {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&bytes, path)
 }
 
@@ -246,19 +271,25 @@ fn parse_dict(h: &str) -> std::result::Result<Vec<(String, Value)>, String> {
 
 /// Parses the bytes of a `.npy` file; `path` only names the file in errors.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
-    let p = path.display();
     if bytes.get(..6) != Some(MAGIC) {
-        bail!("{p}: not a .npy file (expected the magic bytes \\x93NUMPY)");
+        bail_at!(
+            path,
+            "not a .npy file (expected the magic bytes \\x93NUMPY)"
+        );
     }
     let (version, len_bytes) = match bytes.get(6..8) {
         Some(&[1, 0]) => ("1.0", 2usize),
         Some(&[2, 0]) => ("2.0", 4),
         Some(&[3, 0]) => ("3.0", 4),
         Some(&[a, b]) => {
-            bail!("{p}: unsupported .npy format version {a}.{b} (expected 1.0, 2.0 or 3.0)")
+            bail_at!(
+                path,
+                "unsupported .npy format version {a}.{b} (expected 1.0, 2.0 or 3.0)"
+            )
         }
-        _ => bail!(
-            "{p}: truncated .npy file ({} bytes, expected a version after the magic)",
+        _ => bail_at!(
+            path,
+            "truncated .npy file ({} bytes, expected a version after the magic)",
             bytes.len()
         ),
     };
@@ -266,18 +297,20 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
     let hlen = match bytes.get(8..start) {
         Some(&[a, b]) => u16::from_le_bytes([a, b]) as usize,
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
-        _ => bail!(
-            "{p}: truncated .npy file ({} bytes, expected at least {start} for a format {version} header length)",
+        _ => bail_at!(path, "truncated .npy file ({} bytes, expected at least {start} for a format {version} header length)",
             bytes.len()
         ),
     };
     let end = start
         .checked_add(hlen)
         .filter(|&e| e <= bytes.len())
-        .with_context(|| {
-            format!(
-                "{p}: truncated .npy header ({} bytes, the header claims {hlen} bytes after byte {start})",
-                bytes.len()
+        .ok_or_else(|| {
+            npy_err(
+                path,
+                format!(
+                    "truncated .npy header ({} bytes, the header claims {hlen} bytes after byte {start})",
+                    bytes.len()
+                ),
             )
         })?;
     let raw = &bytes[start..end];
@@ -285,41 +318,52 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
     let h = std::str::from_utf8(raw)
         .ok()
         .filter(|h| version == "3.0" || h.is_ascii())
-        .with_context(|| format!("{p}: .npy header is not text (expected an ASCII Python dict)"))?;
+        .ok_or_else(|| {
+            npy_err(
+                path,
+                ".npy header is not text (expected an ASCII Python dict)".into(),
+            )
+        })?;
     let dict = parse_dict(h).map_err(|e| {
-        anyhow::anyhow!(
-            "{p}: malformed .npy header ({e}); expected {{'descr': ..., 'fortran_order': ..., 'shape': (...)}}, found {:?}",
-            h.trim_end()
+        npy_err(
+            path,
+            format!(
+                "malformed .npy header ({e}); expected {{'descr': ..., 'fortran_order': ..., 'shape': (...)}}, found {:?}",
+                h.trim_end()
+            ),
         )
     })?;
     let get = |k: &str| dict.iter().find(|(key, _)| key == k).map(|(_, v)| v);
     let descr = match get("descr") {
         Some(Value::Str(d)) => d.as_str(),
-        _ => bail!("{p}: .npy header has no string 'descr'"),
+        _ => bail_at!(path, ".npy header has no string 'descr'"),
     };
     match get("fortran_order") {
         Some(Value::Bool(false)) => {}
         Some(Value::Bool(true)) => {
-            bail!("{p}: Fortran-order arrays are not supported (expected 'fortran_order': False)")
+            bail_at!(
+                path,
+                "Fortran-order arrays are not supported (expected 'fortran_order': False)"
+            )
         }
-        _ => bail!("{p}: .npy header has no boolean 'fortran_order'"),
+        _ => bail_at!(path, ".npy header has no boolean 'fortran_order'"),
     }
     let shape = match get("shape") {
         Some(Value::Tuple(s)) => s.clone(),
-        _ => bail!("{p}: .npy header has no integer-tuple 'shape'"),
+        _ => bail_at!(path, ".npy header has no integer-tuple 'shape'"),
     };
     let size = match descr {
         "<f4" => 4,
         "<i8" => 8,
-        other => bail!(
-            "{p}: dtype '{other}' is not supported (expected little-endian float32 '<f4' or int64 '<i8')"
+        other => bail_at!(path, "dtype '{other}' is not supported (expected little-endian float32 '<f4' or int64 '<i8')"
         ),
     };
     let body = &bytes[end..];
     let want = elements(&shape).and_then(|n| n.checked_mul(size));
     if want != Some(body.len()) {
-        bail!(
-            "{p}: .npy data is {} bytes, expected {} for shape {shape:?} of '{descr}'",
+        bail_at!(
+            path,
+            ".npy data is {} bytes, expected {} for shape {shape:?} of '{descr}'",
             body.len(),
             want.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string())
         );

@@ -4,19 +4,30 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use fungi::core::tensor_file::{self, TensorBytes};
-use fungi::layout::Skipped;
+use fungi_core::tensor_file::{self, TensorBytes};
+
+use super::{LayoutError, Skipped};
+
+type Result<T> = std::result::Result<T, LayoutError>;
 
 /// The rows of one chunk (images of `[c·C, (c+1)·C)` that were read, and those skipped).
-pub(crate) struct Chunk {
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunk {
+    /// `[rows, dim]` features, row-major.
     pub features: Vec<f32>,
+    /// Global index of each row.
     pub indices: Vec<i64>,
+    /// Label of each row (empty without labels).
     pub labels: Vec<i64>,
+    /// Images of the chunk left out under a skip policy.
     pub skipped: Vec<Skipped>,
 }
 
-pub(crate) fn write_chunk(path: &Path, ch: &Chunk, dim: usize) -> Result<()> {
+/// Writes a finished chunk atomically (temp file + rename).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_chunk(path: &Path, ch: &Chunk, dim: usize) -> Result<()> {
     let n = ch.indices.len();
     let mut tensors = vec![
         TensorBytes::f32("features", vec![n, dim], &ch.features),
@@ -25,21 +36,30 @@ pub(crate) fn write_chunk(path: &Path, ch: &Chunk, dim: usize) -> Result<()> {
     if !ch.labels.is_empty() {
         tensors.push(TensorBytes::i64("labels", vec![n], &ch.labels));
     }
-    let meta = BTreeMap::from([("skipped".to_string(), serde_json::to_string(&ch.skipped)?)]);
+    let skipped = serde_json::to_string(&ch.skipped).map_err(|e| LayoutError::Invalid {
+        path: path.to_path_buf(),
+        what: "chunk",
+        reason: e.to_string(),
+    })?;
+    let meta = BTreeMap::from([("skipped".to_string(), skipped)]);
     tensor_file::write_atomic(path, &tensors, &meta)?;
     Ok(())
 }
 
 /// Reads a finished chunk back, checking that it is whole and consistent: a damaged chunk is an
 /// error naming it (delete it and `--resume` to recompute just that chunk).
-pub(crate) fn read_chunk(path: &Path, dim: usize, range: std::ops::Range<usize>) -> Result<Chunk> {
-    let damaged = |what: String| {
-        anyhow::anyhow!(
-            "{}: damaged chunk ({what}); delete it and rerun with --resume to recompute it",
-            path.display()
-        )
+///
+/// # Errors
+/// [`LayoutError::DamagedChunk`] naming the file and what is wrong.
+pub fn read_chunk(path: &Path, dim: usize, range: std::ops::Range<usize>) -> Result<Chunk> {
+    let damaged = |reason: String| LayoutError::DamagedChunk {
+        path: path.to_path_buf(),
+        reason,
     };
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| damaged(e.to_string()))?;
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| damaged(e.to_string()))?;
