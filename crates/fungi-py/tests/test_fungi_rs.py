@@ -105,10 +105,12 @@ def test_bad_values_and_files_are_clear_errors(tmp_path, state):
         wrapper(extractor_configs=[KLConfig(temperature=-1.0)])
     with pytest.raises(ValueError, match="extractor_configs"):
         wrapper(extractor_configs=[{"type": "kl"}])
-    with pytest.raises(ValueError, match="cuda"):
-        wrapper(device="cuda")
-    with pytest.raises(ValueError, match="use_fp16"):
-        wrapper(use_fp16=True)
+    with pytest.raises(RuntimeError, match="libcuda|CUDA backend"):
+        wrapper(device="cuda")  # no NVIDIA driver here (or a build without CUDA): named
+    with pytest.raises(ValueError, match="mps"):
+        wrapper(device="mps")
+    with pytest.warns(UserWarning, match="use_fp16=True on the CPU"):
+        assert wrapper(use_fp16=True, extractor_configs=[KLConfig()]).block_names == ["kl"]
     with pytest.raises(ValueError, match="batch_size"):
         wrapper(batch_size=0)
     with pytest.raises(ValueError, match="blocks.99"):
@@ -116,10 +118,11 @@ def test_bad_values_and_files_are_clear_errors(tmp_path, state):
     w = wrapper()
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         w.load_state(str(tmp_path / "missing.safetensors"))
+    kl = wrapper(extractor_configs=[KLConfig()])  # ready without a setup: the images are read
     with pytest.raises(ValueError, match="image 0"):
-        w(np.zeros((1, 5, 5, 4), dtype=np.uint8))
+        kl(np.zeros((1, 5, 5, 4), dtype=np.uint8))
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        w([GOLDEN / "images" / "missing.png"])
+        kl([GOLDEN / "images" / "missing.png"])
     # A state for another target layer is refused and the wrapper still works afterwards.
     other = wrapper(target_layer="blocks.2.attn.proj")
     with pytest.raises(ValueError):

@@ -223,6 +223,39 @@ impl<B: AutodiffVitOps> Unprepared<B> {
         self.ex.setup_with(train.len(), &load, progress, skip)?;
         Ok(Fungi { ex: self.ex })
     }
+    /// [`Unprepared::setup_with`] in place: on an error the extractor stays here, unprepared,
+    /// for another try (a binding or a retry loop keeps its object); on success
+    /// [`Unprepared::ready`] then succeeds.
+    ///
+    /// # Errors
+    /// As [`Unprepared::setup_with`].
+    pub fn setup_in_place(
+        &mut self,
+        train: &(impl ImageSource + ?Sized),
+        progress: Option<ProgressFn<'_>>,
+        skip: Option<SkipFn<'_>>,
+    ) -> Result<()> {
+        let load = |i: usize| train.image(i);
+        self.ex.setup_with(train.len(), &load, progress, skip)
+    }
+    /// [`Unprepared::load_state`] in place: a refused state changes nothing.
+    ///
+    /// # Errors
+    /// As [`Unprepared::load_state`].
+    pub fn load_state_in_place(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        self.ex.load_state(path.as_ref())
+    }
+    /// Whether every objective is ready to extract (set up, restored, or needing neither);
+    /// otherwise the error [`Unprepared::ready`] would give, naming the first that is not.
+    ///
+    /// # Errors
+    /// Naming the first objective that needs `setup` or `load_state`.
+    pub fn check_ready(&self) -> Result<()> {
+        for o in self.ex.objectives() {
+            o.ready()?;
+        }
+        Ok(())
+    }
     /// Restores a state saved by [`Fungi::save_state`] (or `fungi extract --save-state`).
     ///
     /// # Errors
@@ -240,6 +273,13 @@ impl<B: AutodiffVitOps> Unprepared<B> {
         self.ex.load_state_bytes(bytes, name.as_ref())?;
         Ok(Fungi { ex: self.ex })
     }
+    /// [`Fungi::embed`]: the embeddings need no setup.
+    ///
+    /// # Errors
+    /// An unreadable image.
+    pub fn embed(&self, images: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
+        embed_images(&self.ex, images)
+    }
     /// The extractor being prepared (settings, block layout, projection).
     pub fn extractor(&self) -> &FungiExtractor<B> {
         &self.ex
@@ -249,9 +289,7 @@ impl<B: AutodiffVitOps> Unprepared<B> {
     /// # Errors
     /// Naming the first objective that needs `setup` or `load_state`.
     pub fn ready(self) -> Result<Fungi<B>> {
-        for o in self.ex.objectives() {
-            o.ready()?;
-        }
+        self.check_ready()?;
         Ok(Fungi { ex: self.ex })
     }
 }
@@ -340,18 +378,7 @@ impl<B: AutodiffVitOps> Fungi<B> {
     /// # Errors
     /// An unreadable image.
     pub fn embed(&self, images: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        crate::pipeline::run(
-            images,
-            crate::Stream::all(images.len(), self.ex.config().batch_size),
-            None,
-            |imgs, _, _: Option<Result<()>>| self.ex.raw_embeddings(imgs),
-            |rows| {
-                out.extend(rows.features);
-                Ok(())
-            },
-        )?;
-        Ok(out)
+        embed_images(&self.ex, images)
     }
 
     /// Saves heads, negatives/prototypes, the projection and the settings, for
@@ -374,4 +401,27 @@ impl<B: AutodiffVitOps> Fungi<B> {
     pub fn extractor(&self) -> &FungiExtractor<B> {
         &self.ex
     }
+    /// Back to [`Unprepared`], e.g. to run the setup again on another training set.
+    pub fn into_unprepared(self) -> Unprepared<B> {
+        Unprepared { ex: self.ex }
+    }
+}
+
+/// CLS embeddings of the eval transform through the pipeline (decode ahead, in batches).
+fn embed_images<B: AutodiffVitOps>(
+    ex: &FungiExtractor<B>,
+    images: &(impl ImageSource + ?Sized),
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    crate::pipeline::run(
+        images,
+        crate::Stream::all(images.len(), ex.config().batch_size),
+        None,
+        |imgs, _, _: Option<Result<()>>| ex.raw_embeddings(imgs),
+        |rows| {
+            out.extend(rows.features);
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }

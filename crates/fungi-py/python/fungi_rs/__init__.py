@@ -1,22 +1,27 @@
-"""fungi_rs: FUNGI features from a Rust core, with fungivision's API.
+"""fungi_rs: FUNGI features from a Rust core, with fungivision's API (a drop-in replacement).
 
     from fungi_rs import FUNGIWrapper, KLConfig, DINOConfig, SimCLRConfig
-    w = FUNGIWrapper(weights="dino_vitb16_pretrain.pth", arch="dino_vitb16",
-                     target_layer="blocks.11.attn.proj", device="cpu", use_fp16=False,
-                     extractor_configs=[KLConfig(), DINOConfig(), SimCLRConfig()])
-    w.setup(train_images)      # SimCLR's comparison batch (DeepCluster's k-means)
-    features = w(images)       # numpy float32 [N, n_objectives * E], blocks L2-normalised
+    model = torch.hub.load("facebookresearch/dino:main", "dino_vitb16")   # or timm / HF / torchvision
+    w = FUNGIWrapper(model=model, target_layer="blocks.11.attn.proj", device="cuda",
+                     use_fp16=True, extractor_configs=[KLConfig(), DINOConfig(), SimCLRConfig()])
+    w.setup(train_dataset)     # reads only SimCLR's comparison images, by index
+    features = w(images)       # torch.Tensor float32 [N, D] (numpy without a torch model)
+    features, labels = w.extract(test_dataset, progress=True)   # a whole dataset, streamed
+
+Without torch: ``FUNGIWrapper.from_pretrained("dino_vitb16", ...)`` (weights fetched into the
+cache of ``fungi fetch``) or ``FUNGIWrapper(weights="x.pth", arch="dino_vitb16")``.
 
 Images are PIL images (any mode, converted like PIL's ``.convert("RGB")``), HxWx3 uint8 arrays,
-or paths; ``(image, label)`` pairs, as a torch Dataset yields them, are accepted too.
+uint8 torch tensors (CxHxW as torchvision reads them, or HxWx3), or paths (decoded in Rust);
+``(image, label)`` pairs, as a torch Dataset yields them, are accepted too.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -81,7 +86,11 @@ class DeepClusterConfig:
     _type = "deepcluster"
 
 
-def _config_json(configs: Sequence[Any]) -> str:
+_NEEDS_SETUP = (SimCLRConfig, DeepClusterConfig)
+
+
+def _objectives(configs: Sequence[Any]) -> List[dict]:
+    """The configurations as the library reads them (no JSON round trip)."""
     out = []
     for i, c in enumerate(configs):
         if not dataclasses.is_dataclass(c) or not hasattr(type(c), "_type"):
@@ -90,87 +99,304 @@ def _config_json(configs: Sequence[Any]) -> str:
         d = {"type": type(c)._type}
         d.update({k: v for k, v in dataclasses.asdict(c).items() if v is not None})
         out.append(d)
-    return json.dumps(out)
+    return out
 
 
-def _rgb(item: Any, i: int) -> Tuple[bytes, int, int]:
-    if isinstance(item, tuple) and len(item) == 2:  # (image, label) from a torch Dataset
-        item = item[0]
+def _is_torch_tensor(x: Any) -> bool:
+    t = type(x)
+    return t.__module__.split(".")[0] == "torch" and t.__name__ in ("Tensor", "Parameter")
+
+
+def _is_label(x: Any) -> bool:
+    if isinstance(x, (bool, str, bytes)):
+        return False
+    if isinstance(x, (int, np.integer)):
+        return True
+    return (_is_torch_tensor(x) or isinstance(x, np.ndarray)) and x.ndim == 0 \
+        and "int" in str(x.dtype)
+
+
+def _encode(item: Any, i: int) -> Tuple[Union[bytes, str], int, int]:
+    """One image as packed RGB bytes (w, h) or a path (decoded in Rust)."""
     if isinstance(item, (str, os.PathLike)):
-        path = os.fspath(item)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"image {i}: {path} does not exist")
-        from PIL import Image
-        with Image.open(path) as im:
-            item = im.convert("RGB")
+        return os.fspath(item), 0, 0
     if hasattr(item, "convert") and hasattr(item, "mode"):  # PIL image
         im = item if item.mode == "RGB" else item.convert("RGB")
         return im.tobytes(), im.width, im.height
+    if _is_torch_tensor(item):
+        if str(item.dtype) != "torch.uint8":
+            raise ValueError(f"image {i}: expected a uint8 image tensor (as torchvision.io.read_image "
+                             f"gives), found dtype {item.dtype}: fungi_rs applies each objective's own "
+                             f"transforms to the raw image, so pass images, not normalised tensors")
+        if item.ndim == 3 and item.shape[0] == 3 and item.shape[-1] != 3:
+            item = item.permute(1, 2, 0)  # CxHxW -> HxWxC
+        item = item.detach().cpu().contiguous().numpy()
     a = np.asarray(item)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
-        raise ValueError(f"image {i}: expected a PIL image or an HxWx3 uint8 array, "
-                         f"found an array of shape {a.shape} and dtype {a.dtype}")
+        raise ValueError(f"image {i}: expected a PIL image, a path, an HxWx3 uint8 array or a uint8 "
+                         f"image tensor, found {type(item).__name__} of shape {getattr(a, 'shape', '?')} "
+                         f"and dtype {getattr(a, 'dtype', '?')}")
     return np.ascontiguousarray(a).tobytes(), int(a.shape[1]), int(a.shape[0])
 
 
-def _progress(items: List[Any], progress: bool, what: str) -> Iterable[Any]:
+def _fetch(items: Any, i: int) -> Tuple[Union[bytes, str], int, int, Optional[int]]:
+    """Item ``i`` of a dataset or list, for the Rust pipeline: ``(bytes | path, w, h, label)``."""
+    item = items[i]
+    label = None
+    if isinstance(item, (tuple, list)) and len(item) == 2 and _is_label(item[1]):
+        item, label = item[0], int(item[1])
+    return _encode(item, i) + (label,)
+
+
+class _Sequential:
+    """An iterable with a length read once, in order, as a map-style dataset (DeepCluster's
+    setup reads its training set from first to last)."""
+
+    def __init__(self, iterable: Iterable[Any], length: int) -> None:
+        self._it, self._len, self._next = iter(iterable), length, 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> Any:
+        if i != self._next:
+            raise IndexError(f"item {i} of an iterable dataset: it is read once, in order "
+                             f"(next is {self._next}); pass a map-style dataset")
+        self._next += 1
+        return next(self._it)
+
+
+def _map_style(dataset: Any) -> Optional[Any]:
+    """The dataset to index: itself when map-style, a DataLoader's ``dataset``; else None."""
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return dataset
+    inner = getattr(dataset, "dataset", None)
+    if type(dataset).__name__ == "DataLoader" and inner is not None \
+            and hasattr(inner, "__getitem__") and hasattr(inner, "__len__"):
+        return inner
+    return None
+
+
+def _bar(progress: bool, total: int, desc: str) -> Any:
     if not progress:
-        return items
+        return None
     try:
         from tqdm import tqdm
-        return tqdm(items, desc=what)
     except ImportError:
-        return items
+        return None
+    return tqdm(total=total, desc=desc)
+
+
+def _as_output(a: np.ndarray, kind: str) -> Any:
+    if kind == "pt":
+        import torch
+        return torch.from_numpy(a)
+    if kind != "np":
+        raise ValueError(f"return_tensors={kind!r}: expected 'np' or 'pt'")
+    return a
+
+
+def _device(device: Any) -> str:
+    d = str(device)  # a torch.device prints as "cuda:0" / "cpu"
+    return "cuda:0" if d == "cuda" else d
 
 
 class FUNGIWrapper:
-    """fungivision's ``FUNGIWrapper`` over the Rust core.
+    """fungivision's ``FUNGIWrapper`` over the Rust core: ``FUNGIWrapper(model, target_layer,
+    device, use_fp16, extractor_configs)``.
 
-    ``arch`` is a preset name (``dino_vits16``, ``dino_vitb16``, ``dinov2_vits14``, ...) or an
-    architecture JSON file; ``weights`` a ``.pth`` or ``.safetensors`` state dict. ``seed`` fixes
-    heads, projection and every view; image ``i`` of a call uses the random stream of index
-    ``i`` (pass ``indices=`` to number images across calls).
+    ``model``: a torch ViT (DINO / DINOv2 from torch.hub, timm ``VisionTransformer``,
+    torchvision ``VisionTransformer``, Hugging Face ``ViTModel`` / ``Dinov2Model``): its
+    architecture is read from the module and its weights from its ``state_dict``, in memory.
+    Without torch: ``weights=`` (``.pth`` / ``.safetensors`` / ``.onnx``) with ``arch=`` (a
+    preset name, an architecture JSON file or dict), or :meth:`from_pretrained`.
+
+    ``device``: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"`` (a ``torch.device`` too); ``use_fp16``:
+    on CUDA, fungivision's half-precision autocast (bf16 matrix products, f32 elsewhere).
+    ``seed`` fixes heads, projection and every view; image ``i`` of a call uses the random
+    stream of index ``i`` (pass ``indices=`` to number images across calls). Outputs are
+    ``torch.Tensor`` when built from a torch module, numpy otherwise (``return_tensors``).
     """
 
-    def __init__(self, weights: str, arch: str, target_layer: Optional[str] = "blocks.11.attn.proj",
-                 device: str = "cpu", use_fp16: bool = False,
-                 extractor_configs: Optional[Sequence[Any]] = None, seed: int = 0,
-                 batch_size: int = 16) -> None:
+    def __init__(self, model: Any = None, target_layer: Optional[str] = "blocks.11.attn.proj",
+                 device: Any = "cpu", use_fp16: bool = False,
+                 extractor_configs: Optional[Sequence[Any]] = None, *, weights: Any = None,
+                 arch: Any = None, seed: int = 0, batch_size: int = 16,
+                 return_tensors: Optional[str] = None) -> None:
         if extractor_configs is None:
             extractor_configs = [KLConfig(), DINOConfig(), SimCLRConfig()]
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, found {seed!r}")
-        self._ex = _fungi_rs.Extractor(os.fspath(weights), os.fspath(arch), target_layer, device,
-                                       bool(use_fp16), _config_json(extractor_configs), seed, batch_size)
+        self._configs = list(extractor_configs)
+        device = _device(device)
+        if use_fp16 and device == "cpu":
+            # fungivision's use_fp16 is a CUDA autocast: on the CPU it computes in f32, so its
+            # README example (use_fp16=True, device falling back to the CPU) runs unchanged.
+            warnings.warn("use_fp16=True on the CPU: computing in f32, as fungivision does (its "
+                          "half precision is a CUDA autocast)", stacklevel=2)
+            use_fp16 = False
+        kw = dict(target_layer=target_layer, device=device, use_fp16=bool(use_fp16),
+                  seed=seed, batch_size=batch_size)
+        objectives = _objectives(self._configs)
+        if isinstance(model, (str, os.PathLike)) and weights is None:
+            model, weights = None, model  # the earlier FUNGIWrapper(weights, arch, ...) form
+        from_torch = False
+        if model is not None:
+            from . import _torch
+            if not _torch.is_torch_module(model):
+                raise TypeError(f"model: expected a torch.nn.Module (a DINO, DINOv2, timm, torchvision "
+                                f"or Hugging Face ViT), found {type(model).__module__}."
+                                f"{type(model).__qualname__}; without torch pass weights= and arch=")
+            if weights is not None or arch is not None:
+                raise ValueError("model= and weights= / arch= are alternatives: pass one")
+            arch_dict = _torch.describe(model)  # TypeError for a module that is no supported ViT
+            if target_layer is not None:
+                _torch.check_target(model, target_layer)
+            name = f"{type(model).__module__}.{type(model).__qualname__}"
+            self._ex = _fungi_rs.Extractor(arch_dict, objectives,
+                                           tensors=_torch.state_dict_arrays(model),
+                                           source_name=name, **kw)
+            from_torch = True
+        else:
+            if weights is None or arch is None:
+                raise TypeError("FUNGIWrapper needs model= (a torch ViT), or weights= and arch=, "
+                                "or FUNGIWrapper.from_pretrained(name)")
+            w = os.fspath(weights)
+            if not os.path.exists(w):
+                raise FileNotFoundError(f"weights file {w} does not exist")
+            a = os.fspath(arch) if isinstance(arch, os.PathLike) else arch
+            self._ex = _fungi_rs.Extractor(a, objectives, weights=w, **kw)
+        self.return_tensors = return_tensors or ("pt" if from_torch else "np")
+        if self.return_tensors not in ("np", "pt"):
+            raise ValueError(f"return_tensors={self.return_tensors!r}: expected 'np' or 'pt'")
+        self.last_skipped: List[Tuple[int, str]] = []
 
-    def setup(self, train_dataset: Iterable[Any], progress: bool = False) -> None:
-        """Prepares the objectives that need the training set (SimCLR, DeepCluster)."""
-        items = list(train_dataset)
-        self._ex.setup([_rgb(x, i) for i, x in enumerate(_progress(items, progress, "decoding"))])
+    @classmethod
+    def from_pretrained(cls, name: str, target_layer: Optional[str] = "blocks.11.attn.proj",
+                        device: Any = "cpu", use_fp16: bool = False,
+                        extractor_configs: Optional[Sequence[Any]] = None, *,
+                        cache_dir: Optional[str] = None, mirror: Optional[str] = None,
+                        progress: bool = True, **kw: Any) -> "FUNGIWrapper":
+        """A preset's release weights (``dino_vitb16``, ``dinov2_vits14``, ``timm_...``: the
+        names of ``fungi fetch --list``), downloaded once into the cache that ``fungi fetch``
+        uses (``$FUNGI_CACHE``, else ``~/.cache/fungi``), then read from it."""
+        path = _fungi_rs.fetch_weights(name, cache_dir=cache_dir, mirror=mirror, progress=progress)
+        return cls(None, target_layer, device, use_fp16, extractor_configs, weights=path, arch=name, **kw)
+
+    def setup(self, dataset: Any, progress: bool = False, on_error: str = "fail") -> None:
+        """Prepares the objectives that need the training set, reading only what they need:
+        SimCLR its ``comparison_batch_size`` picks, by index (so a map-style dataset with
+        ``__len__`` / ``__getitem__``, as fungivision needs; a DataLoader's ``dataset`` is used),
+        DeepCluster every image once, in order (an iterable with ``__len__`` is enough). KL and
+        DINO need nothing: the dataset is not touched."""
+        if not any(isinstance(c, _NEEDS_SETUP) for c in self._configs):
+            return
+        ds = _map_style(dataset)
+        if ds is None:
+            if any(isinstance(c, SimCLRConfig) for c in self._configs):
+                raise TypeError(f"setup: SimCLRConfig picks its comparison images by index, as "
+                                f"fungivision does, so the training set must be map-style "
+                                f"(__len__ and __getitem__); found {type(dataset).__name__}")
+            if not hasattr(dataset, "__len__"):
+                raise TypeError(f"setup: DeepClusterConfig needs the training set's size up front "
+                                f"(__len__); found {type(dataset).__name__}")
+            ds = _Sequential(dataset, len(dataset))
+        bars: dict = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar = bars.get(stage)
+            if bar is None:
+                bar = bars[stage] = _bar(progress, total, stage)
+            if bar is not None:
+                bar.n = done
+                bar.refresh()
+        try:
+            self.last_skipped = self._ex.setup(ds, _fetch, len(ds), on_error=on_error,
+                                               progress=report if progress else None)
+        finally:
+            for b in bars.values():
+                if b is not None:
+                    b.close()
+        if self.last_skipped:
+            warnings.warn(f"setup: {len(self.last_skipped)} unreadable training image(s) skipped "
+                          f"(see .last_skipped)")
 
     def __call__(self, images: Sequence[Any], indices: Optional[Sequence[int]] = None,
-                 progress: bool = False) -> np.ndarray:
-        """FUNGI features, numpy float32 ``[len(images), feature_dim]``."""
-        items = list(images)
-        idx = list(range(len(items))) if indices is None else [int(i) for i in indices]
-        if len(idx) != len(items):
-            raise ValueError(f"indices: {len(idx)} for {len(items)} images")
-        bs = self._ex.batch_size
-        chunks = [(items[s:s + bs], idx[s:s + bs]) for s in range(0, len(items), bs)]
-        parts = []
-        for ch, ix in _progress(chunks, progress, "FUNGI"):
-            data, rows, cols = self._ex.extract([_rgb(x, i) for i, x in zip(ix, ch)], ix)
-            parts.append(np.frombuffer(data, dtype="<f4").reshape(rows, cols))
-        if not parts:
-            return np.zeros((0, self.feature_dim), dtype=np.float32)
-        return np.concatenate(parts).astype(np.float32, copy=False)
+                 progress: bool = False, return_tensors: Optional[str] = None) -> Any:
+        """FUNGI features ``[len(images), feature_dim]`` float32 (torch.Tensor when built from a
+        torch module, else numpy; ``return_tensors="np"|"pt"`` chooses)."""
+        n = len(images)
+        idx = None if indices is None else [int(i) for i in indices]
+        if idx is not None and len(idx) != n:
+            raise ValueError(f"indices: {len(idx)} for {n} images")
+        bar = _bar(progress, n, "FUNGI")
+        try:
+            f, _, _, _ = self._ex.extract(images, _fetch, n, indices=idx,
+                                          progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        return _as_output(f, return_tensors or self.return_tensors)
 
-    def embed(self, images: Sequence[Any]) -> np.ndarray:
-        """CLS embeddings of the eval transform, numpy float32 ``[N, E]``, not normalised."""
-        data, rows, cols = self._ex.embed([_rgb(x, i) for i, x in enumerate(images)])
-        return np.frombuffer(data, dtype="<f4").reshape(rows, cols).copy()
+    def extract(self, dataset: Any, batch_size: Optional[int] = None, progress: bool = True,
+                on_error: str = "fail", return_tensors: Optional[str] = None) -> Any:
+        """A whole dataset through the library's pipeline (images decoded ahead, in parallel;
+        the GIL released while Rust computes): ``features`` ``[N, D]``, or ``(features,
+        labels)`` when the dataset yields ``(image, label)``. A map-style dataset (or a
+        DataLoader's ``dataset``) is read by index; an iterable one once, in order.
+        ``on_error="skip"`` leaves unreadable images out (listed in ``.last_skipped``)."""
+        kind = return_tensors or self.return_tensors
+        bs = batch_size or self._ex.batch_size
+        ds = _map_style(dataset)
+        total = len(ds) if ds is not None else (len(dataset) if hasattr(dataset, "__len__") else None)
+        bar = _bar(progress, total, "FUNGI")
+        update = bar.update if bar is not None else None
+        try:
+            if ds is not None:
+                f, _, labels, skipped = self._ex.extract(ds, _fetch, len(ds), on_error=on_error,
+                                                         progress=update, batch_size=bs)
+                parts, labels_all, self.last_skipped = [f], labels, skipped
+            else:
+                parts, labels_all, self.last_skipped = [], [], []
+                chunk, start = [], 0
+                for item in dataset:
+                    chunk.append(item)
+                    if len(chunk) == 4 * bs:
+                        start = self._extract_chunk(chunk, start, bs, on_error, update, parts, labels_all)
+                        chunk = []
+                if chunk:
+                    self._extract_chunk(chunk, start, bs, on_error, update, parts, labels_all)
+        finally:
+            if bar is not None:
+                bar.close()
+        dim = self.feature_dim
+        f = np.concatenate(parts) if len(parts) != 1 else parts[0]
+        f = f.reshape(-1, dim) if f.size or dim else f
+        if self.last_skipped:
+            warnings.warn(f"extract: {len(self.last_skipped)} unreadable image(s) skipped "
+                          f"(see .last_skipped)")
+        out = _as_output(f, kind)
+        if labels_all and all(lb is not None for lb in labels_all):
+            return out, _as_output(np.asarray(labels_all, dtype=np.int64), kind)
+        return out
+
+    def _extract_chunk(self, chunk: List[Any], start: int, bs: int, on_error: str,
+                       update: Optional[Callable[[int], Any]], parts: List[np.ndarray],
+                       labels_all: List[Optional[int]]) -> int:
+        idx = list(range(start, start + len(chunk)))
+        f, _, labels, skipped = self._ex.extract(chunk, _fetch, len(chunk), indices=idx,
+                                                 on_error=on_error, progress=update, batch_size=bs)
+        parts.append(f)
+        labels_all.extend(labels)
+        self.last_skipped.extend((start + p, why) for p, why in skipped)
+        return start + len(chunk)
+
+    def embed(self, images: Sequence[Any], return_tensors: Optional[str] = None) -> Any:
+        """CLS embeddings of the eval transform ``[N, E]`` float32, not normalised."""
+        return _as_output(self._ex.embed(images, _fetch, len(images)),
+                          return_tensors or self.return_tensors)
 
     def save_state(self, path: str) -> None:
         """Saves heads, negatives, projection and settings (the CLI's state format)."""
@@ -191,3 +417,8 @@ class FUNGIWrapper:
     def block_names(self) -> List[str]:
         """Block names in column order (fungivision's objective order)."""
         return list(self._ex.block_names)
+
+    @property
+    def device(self) -> str:
+        """The compute device (``cpu``, ``cuda:N``)."""
+        return self._ex.device
