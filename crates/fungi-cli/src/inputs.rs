@@ -30,14 +30,17 @@ struct ManifestLayout {
 }
 
 /// Order of the blocks of a safetensors input (the paper's; other names after, sorted).
-const ORDER: &[&str] = &[
-    "embedding",
-    "embeddings",
-    "kl",
-    "dino",
-    "simclr",
-    "deepcluster",
-];
+const ORDER: &[&str] = &["embedding", "kl", "dino", "simclr", "deepcluster"];
+
+/// The one name of a block: `embeddings` (the paper's HDF5 dataset name, which other tools
+/// write as a safetensors key too) is the `embedding` block.
+fn block_name(key: &str) -> &str {
+    if key == "embeddings" {
+        "embedding"
+    } else {
+        key
+    }
+}
 
 /// An error naming `file`, the block and the first row and column holding a NaN or infinity.
 fn check_finite(file: &str, block: &str, m: &Matrix) -> Result<()> {
@@ -96,12 +99,18 @@ fn load_safetensors(
         .collect();
     names.sort_by_key(|n| {
         (
-            ORDER.iter().position(|o| o == n).unwrap_or(ORDER.len()),
+            ORDER
+                .iter()
+                .position(|o| *o == block_name(n))
+                .unwrap_or(ORDER.len()),
             n.clone(),
         )
     });
     if names.is_empty() {
         bail!("{file}: no tensors named `{prefix}.<block>`");
+    }
+    if names.iter().any(|n| n == "embedding") && names.iter().any(|n| n == "embeddings") {
+        bail!("{file}: both `{prefix}.embedding` and `{prefix}.embeddings`: one embedding block expected");
     }
     let mut blocks: Blocks = Vec::new();
     for n in names {
@@ -141,7 +150,7 @@ fn load_safetensors(
             .collect();
         let m = Matrix::new(s[0], s[1], v).with_context(|| format!("{file}: `{name}`"))?;
         check_finite(file, &n, &m)?;
-        blocks.push((n, m));
+        blocks.push((block_name(&n).to_string(), m));
     }
     Ok((blocks, labels))
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
-use fungi_eval::{evaluate, Block, KnnSettings, SplitKind};
+use fungi_eval::{evaluate, ClassificationBlock, KnnSettings, SplitKind};
 
 use crate::inputs::{check_block_list, load_labelled, select_blocks, Input};
 
@@ -48,7 +48,7 @@ pub fn run<B: Backend>(args: &KnnArgs, device: &B::Device) -> Result<()> {
         load_labelled(&args.train).with_context(|| format!("loading --train {}", args.train))?;
     let test =
         load_labelled(&args.test).with_context(|| format!("loading --test {}", args.test))?;
-    let blocks: Vec<Block> = select_blocks(
+    let blocks: Vec<ClassificationBlock> = select_blocks(
         args.blocks.as_deref(),
         &[
             Input {
@@ -66,7 +66,7 @@ pub fn run<B: Backend>(args: &KnnArgs, device: &B::Device) -> Result<()> {
         ],
     )?
     .into_iter()
-    .map(|(name, [train, test])| Block { name, train, test })
+    .map(|(name, [train, test])| ClassificationBlock { name, train, test })
     .collect();
     let s = KnnSettings {
         k: args.k,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use fungi_eval::{
-    default_lambdas, evaluate_linear_probe, Block, ProbeSettings, SolverOptions, Subset,
-    Validation, FEW_SHOT_LAMBDA, SPLIT_SEED,
+    default_lambdas, evaluate_linear_probe, ClassificationBlock, ProbeSettings, SolverOptions,
+    Subset, Validation, FEW_SHOT_LAMBDA, SPLIT_SEED,
 };
 
 use crate::inputs::{check_block_list, load_labelled, select_blocks, Input};
@@ -117,7 +117,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         },
     ];
     let wanted = args.blocks.as_deref();
-    let mut blocks: Vec<Block> = Vec::new();
+    let mut blocks: Vec<ClassificationBlock> = Vec::new();
     let mut val_blocks = Vec::new();
     match &val {
         Some((spec, v)) => {
@@ -129,13 +129,13 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
                 blocks: &v.blocks,
             };
             for (name, [train, test, val]) in select_blocks(wanted, &[tr, te, va])? {
-                blocks.push(Block { name, train, test });
+                blocks.push(ClassificationBlock { name, train, test });
                 val_blocks.push(val);
             }
         }
         None => {
             for (name, [train, test]) in select_blocks(wanted, &inputs)? {
-                blocks.push(Block { name, train, test });
+                blocks.push(ClassificationBlock { name, train, test });
             }
         }
     }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fungi_eval::{
-    evaluate_linear_probe, retrieval_map, Block, Matrix, ProbeSettings, QueryGnd, RetrievalBlock,
-    Validation,
+    evaluate_linear_probe, retrieval_map, ClassificationBlock, Matrix, ProbeSettings, QueryGnd,
+    RetrievalBlock, Validation,
 };
 use safetensors::Dtype;
 use serde_json::{json, Value};
@@ -210,9 +210,9 @@ fn write_st(path: &Path, sets: &[(&str, &Set)], labels: bool) -> PathBuf {
     path.to_path_buf()
 }
 
-fn blocks(train: &Set, test: &Set) -> Vec<Block> {
+fn blocks(train: &Set, test: &Set) -> Vec<ClassificationBlock> {
     (0..train.blocks.len())
-        .map(|b| Block {
+        .map(|b| ClassificationBlock {
             name: train.blocks[b].0.clone(),
             train: train.matrix(b),
             test: test.matrix(b),
@@ -383,6 +383,58 @@ fn probe_blocks_and_help() {
     for needle in ["L-BFGS", "1e-8", "--tol", "5e-6", "seed 42", "5e-5"] {
         assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
     }
+}
+
+#[test]
+fn an_embeddings_key_is_the_embedding_block() {
+    // Other tools write the paper's HDF5 name, `embeddings`; it is read as the one block name.
+    let t = tempfile::tempdir().unwrap();
+    let (mut train, mut test) = (problem(10, 2, 4), problem(5, 2, 5));
+    train.blocks[0].0 = "embeddings".into();
+    test.blocks[0].0 = "embeddings".into();
+    let f = write_st(
+        &t.path().join("f.safetensors"),
+        &[("train", &train), ("test", &test)],
+        true,
+    );
+    let (tr, te) = (format!("{}#train", s(&f)), format!("{}#test", s(&f)));
+    let r = t.path().join("r.json");
+    ok(&fungi(&[
+        "knn",
+        "--train",
+        &tr,
+        "--test",
+        &te,
+        "--k",
+        "3",
+        "--report",
+        &s(&r),
+    ]));
+    let names: Vec<String> = report(&r)["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["combination"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"embedding+kl".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("embeddings")), "{names:?}");
+    // Both names at once: which one is the embedding is ambiguous, and refused.
+    let mut both = problem(10, 2, 4);
+    both.blocks
+        .push(("embeddings".into(), 5, both.blocks[0].2.clone()));
+    let g = write_st(
+        &t.path().join("g.safetensors"),
+        &[("train", &both), ("test", &both)],
+        true,
+    );
+    let o = fungi(&[
+        "knn",
+        "--train",
+        &format!("{}#train", s(&g)),
+        "--test",
+        &format!("{}#test", s(&g)),
+    ]);
+    fails(&o, &["train.embedding", "train.embeddings"]);
 }
 
 /// A tiny pickle (protocol 2) writer for ground truths.

@@ -75,8 +75,8 @@ pub struct ComboResult {
 
 /// One named block of train and test features.
 #[derive(Debug, Clone)]
-pub struct Block {
-    /// Name (`embeddings`, `kl`, ...).
+pub struct ClassificationBlock {
+    /// Name (`embedding`, `kl`, ...).
     pub name: String,
     /// `[n_train, d]`.
     pub train: Matrix,
@@ -87,7 +87,7 @@ pub struct Block {
 /// Every check of [`evaluate`] that does not need the data beyond one pass: settings, shapes,
 /// label counts, finiteness. Returns the training rows to use.
 fn validate(
-    blocks: &[Block],
+    blocks: &[ClassificationBlock],
     train_labels: &[i64],
     test_labels: &[i64],
     s: &KnnSettings,
@@ -123,7 +123,7 @@ pub(crate) fn few_shot_rows(train_labels: &[i64], few_shot: Option<usize>) -> Re
 /// test labels, and for every block consistent matrices with as many rows as labels, at least one
 /// column, equal train and test widths and finite values.
 pub(crate) fn check_blocks(
-    blocks: &[Block],
+    blocks: &[ClassificationBlock],
     train_labels: &[i64],
     test_labels: &[i64],
 ) -> Result<()> {
@@ -197,7 +197,7 @@ pub(crate) fn check_blocks(
 /// block's rows equal to its split's labels, at least one column, equal train and test widths,
 /// finite values. Errors name the block, the split and the first bad row.
 pub fn evaluate<B: Backend>(
-    blocks: &[Block],
+    blocks: &[ClassificationBlock],
     train_labels: &[i64],
     test_labels: &[i64],
     s: &KnnSettings,
@@ -292,8 +292,8 @@ mod tests {
     }
 
     /// Two well separated classes: train rows 0,1 → label 0, rows 2,3 → label 1.
-    fn good() -> (Vec<Block>, Vec<i64>, Vec<i64>) {
-        let block = Block {
+    fn good() -> (Vec<ClassificationBlock>, Vec<i64>, Vec<i64>) {
+        let block = ClassificationBlock {
             name: "a".into(),
             train: m(4, 2, &[1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9]),
             test: m(2, 2, &[0.95, 0.05, 0.05, 0.95]),
@@ -309,7 +309,12 @@ mod tests {
         }
     }
 
-    fn eval(blocks: &[Block], tr: &[i64], te: &[i64], s: &KnnSettings) -> Result<Vec<ComboResult>> {
+    fn eval(
+        blocks: &[ClassificationBlock],
+        tr: &[i64],
+        te: &[i64],
+        s: &KnnSettings,
+    ) -> Result<Vec<ComboResult>> {
         evaluate::<B>(blocks, tr, te, s, &Default::default())
     }
 

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::logreg::{check_lambda, check_options};
 use crate::{
     accuracy, all_combinations, check_blocks, combination_name, few_shot_rows,
-    mean_per_class_accuracy, stratified_split, Block, EvalError, LogisticRegression, Matrix, Pca,
-    Result, SolverOptions, Subset,
+    mean_per_class_accuracy, stratified_split, ClassificationBlock, EvalError, LogisticRegression,
+    Matrix, Pca, Result, SolverOptions, Subset,
 };
 
 /// `λ` of the few-shot setting (no validation there).
@@ -132,7 +132,7 @@ enum Selection<'a> {
     Split(Vec<usize>, Vec<usize>),
 }
 
-fn check_validation(blocks: &[Block], v: &Validation) -> Result<()> {
+fn check_validation(blocks: &[ClassificationBlock], v: &Validation) -> Result<()> {
     if v.blocks.len() != blocks.len() {
         return Err(EvalError::ValidationBlocks {
             blocks: blocks.len(),
@@ -241,7 +241,7 @@ fn select_lambda(
 /// the validation set (one matrix per block, rows = labels, the train width, finite values), and
 /// the stratified split (every class at least 2 rows, both parts at least one row per class).
 pub fn evaluate_linear_probe(
-    blocks: &[Block],
+    blocks: &[ClassificationBlock],
     train_labels: &[i64],
     test_labels: &[i64],
     validation: Option<&Validation>,

@@ -74,7 +74,7 @@ pub struct RetrievalResult {
 /// One named block of database and query features.
 #[derive(Debug, Clone)]
 pub struct RetrievalBlock {
-    /// Name (`embeddings`, `kl`, ...).
+    /// Name (`embedding`, `kl`, ...).
     pub name: String,
     /// `[n_database, d]`.
     pub database: Matrix,

@@ -171,12 +171,12 @@ fn logistic_regression_matches_newton_and_scikit_learn() {
     }
 }
 
-fn probe_inputs(f: &Value) -> (Vec<Block>, Vec<i64>, Vec<i64>, Validation) {
+fn probe_inputs(f: &Value) -> (Vec<ClassificationBlock>, Vec<i64>, Vec<i64>, Validation) {
     let names = f["block_names"].as_array().unwrap();
     let blocks = names
         .iter()
         .enumerate()
-        .map(|(i, n)| Block {
+        .map(|(i, n)| ClassificationBlock {
             name: n.as_str().unwrap().to_string(),
             train: matrix(&f["train"][i]),
             test: matrix(&f["test"][i]),
@@ -261,9 +261,11 @@ fn linear_probe_protocol_rejects_bad_inputs() {
     let (blocks, tr, te, val) = probe_inputs(&f);
     let s = ProbeSettings::default();
     let run =
-        |blocks: &[Block], tr: &[i64], te: &[i64], v: Option<&Validation>, s: &ProbeSettings| {
-            evaluate_linear_probe(blocks, tr, te, v, s).unwrap_err()
-        };
+        |blocks: &[ClassificationBlock],
+         tr: &[i64],
+         te: &[i64],
+         v: Option<&Validation>,
+         s: &ProbeSettings| { evaluate_linear_probe(blocks, tr, te, v, s).unwrap_err() };
     assert_eq!(
         run(&blocks, &tr[1..], &te, None, &s),
         EvalError::LabelCount {

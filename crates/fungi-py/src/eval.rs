@@ -8,8 +8,8 @@
 //! `ValueError`s whose message starts with the argument at fault (`train: ...`).
 
 use fungi_eval::{
-    evaluate, evaluate_linear_probe, retrieval_map, Block, EvalError, GroundTruth, KnnSettings,
-    Matrix, ProbeSettings, RetrievalBlock, Subset, Validation,
+    evaluate, evaluate_linear_probe, retrieval_map, ClassificationBlock, EvalError, GroundTruth,
+    KnnSettings, Matrix, ProbeSettings, RetrievalBlock, Subset, Validation,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -110,7 +110,7 @@ fn eval_knn(
     pca: Option<usize>,
     few_shot: Option<usize>,
 ) -> PyResult<Vec<i64>> {
-    let block = Block {
+    let block = ClassificationBlock {
         name: BLOCK.into(),
         train: matrix("train", &train)?,
         test: matrix("test", &test)?,
@@ -158,7 +158,7 @@ fn eval_linear_probe(
     lambdas: Option<Vec<f64>>,
     few_shot: Option<usize>,
 ) -> PyResult<String> {
-    let block = Block {
+    let block = ClassificationBlock {
         name: BLOCK.into(),
         train: matrix("train", &train)?,
         test: matrix("test", &test)?,

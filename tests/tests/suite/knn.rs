@@ -1,18 +1,18 @@
 //! fungi-eval reproduces the paper's kNN script on the golden set: every prediction of every block
 //! combination (full and 5-shot) and the accuracies in knn.json.
 
-use fungi_eval::{evaluate, Block, KnnSettings, Matrix};
+use fungi_eval::{evaluate, ClassificationBlock, KnnSettings, Matrix};
 use fungi_tests::*;
 
 type K = TestBackend;
 
-fn blocks(g: &Golden) -> Vec<Block> {
+fn blocks(g: &Golden) -> Vec<ClassificationBlock> {
     ["embeddings", "kl", "dino", "simclr"]
         .iter()
         .map(|n| {
             let (s, tr) = g.f64(&format!("train.{n}")).unwrap();
             let (t, te) = g.f64(&format!("test.{n}")).unwrap();
-            Block {
+            ClassificationBlock {
                 name: n.to_string(),
                 train: Matrix::new(s[0], s[1], tr).unwrap(),
                 test: Matrix::new(t[0], t[1], te).unwrap(),
