@@ -122,3 +122,18 @@ class _nothing:
 
     def __exit__(self, *a):
         return False
+
+
+def test_uint8_tensors_and_extract_follow_the_torch_input():
+    model = td.timm_vit(4, num_classes=0)
+    w = FUNGIWrapper(model, target_layer="blocks.1.attn.proj", extractor_configs=CFGS)
+    ims = [im.convert("RGB") for im in images()[:3]]
+    base = w(ims)
+    chw = [torch.from_numpy(np.asarray(im)).permute(2, 0, 1).contiguous() for im in ims]
+    assert torch.equal(w(chw), base)                      # C×H×W, as torchvision.io reads
+    assert torch.equal(w([c.permute(1, 2, 0) for c in chw]), base)   # H×W×3
+    with pytest.raises(ValueError, match="uint8"):
+        w([chw[0].float() / 255])
+    f, labels = w.extract([(im, i) for i, im in enumerate(ims)], progress=False)
+    assert isinstance(f, torch.Tensor) and torch.equal(f, base)
+    assert labels.tolist() == [0, 1, 2]
