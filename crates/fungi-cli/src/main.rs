@@ -110,7 +110,8 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
     let p = cli.precision;
     if p != fungi_backbone::Precision::F32 && B::vit_host_memory() {
         bail!(
-            "--precision {p} runs the Linear products in half precision on a GPU (`--device cuda`); the CPU backends have no fast half-precision GEMM here and compute in f32 (omit --precision)"
+            "{}",
+            cpu_half_refusal(p, fungi_simd::HalfGemmFeatures::detect())
         );
     }
     match &cli.cmd {
@@ -124,6 +125,34 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run::<burn::backend::Autodiff<B>>(a, &device, &cli.device, p),
         Command::SyntheticWeights(a) => synthetic::run(a),
+    }
+}
+
+/// Why `--precision bf16|f16` does not run on a CPU backend: what the CPU lacks, or that the
+/// half-precision CPU GEMM is not written yet where it has the instructions.
+fn cpu_half_refusal(p: fungi_backbone::Precision, f: fungi_simd::HalfGemmFeatures) -> String {
+    let has = f.names();
+    let found = if has.is_empty() {
+        "none of them".to_string()
+    } else {
+        has.join(", ")
+    };
+    let need = match p {
+        fungi_backbone::Precision::F16 => "AVX512-FP16",
+        _ => "AVX512-BF16 (vdpbf16ps) or AMX-BF16",
+    };
+    let lacks = match p {
+        fungi_backbone::Precision::F16 => !f.avx512_fp16,
+        _ => !f.avx512_bf16 && !f.amx_bf16,
+    };
+    if lacks {
+        format!(
+            "--precision {p} on the CPU: a half-precision GEMM is only faster than f32 with {need}, and this CPU has {found} (emulating it with AVX2 converts every value and is slower than the f32 path); omit --precision (f32), or run on a GPU (--device cuda)"
+        )
+    } else {
+        format!(
+            "--precision {p} on the CPU: this CPU has {found}, but fungi-rs has no half-precision CPU GEMM yet (only f32 on the CPU backends); omit --precision (f32), or run on a GPU (--device cuda)"
+        )
     }
 }
 

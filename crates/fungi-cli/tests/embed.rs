@@ -141,6 +141,11 @@ fn bad_arguments_are_clear_errors() {
     assert!(!r.status.success());
     let e = String::from_utf8_lossy(&r.stderr);
     assert!(e.contains("--precision bf16") && e.contains("GPU"), "{e}");
+    // It names the instructions a fast bf16 GEMM needs (or that this CPU has them).
+    assert!(
+        e.to_lowercase().contains("avx512") && e.contains("bf16"),
+        "{e}"
+    );
     let r = fungi()
         .args(["--precision", "fp8", "bench"])
         .output()

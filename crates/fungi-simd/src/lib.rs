@@ -39,3 +39,54 @@ macro_rules! multiversion {
         }
     };
 }
+
+/// The CPU's half-precision matrix-multiply instructions, detected at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HalfGemmFeatures {
+    /// AVX512-BF16 (`vdpbf16ps`: Zen 4, Zen 5, Cooper Lake and later Xeons).
+    pub avx512_bf16: bool,
+    /// AMX-BF16 tiles (Sapphire Rapids and later Xeons).
+    pub amx_bf16: bool,
+    /// AVX512-FP16 (Sapphire Rapids and later).
+    pub avx512_fp16: bool,
+}
+
+impl HalfGemmFeatures {
+    /// What this CPU has.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Self {
+                avx512_bf16: std::arch::is_x86_feature_detected!("avx512bf16"),
+                // (std's AMX detection is unstable: the kernel's flag list says it on Linux.)
+                amx_bf16: cpuinfo_flag("amx_bf16"),
+                avx512_fp16: std::arch::is_x86_feature_detected!("avx512fp16"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Self::default()
+    }
+    /// The names of the features present, e.g. `["avx512_bf16"]` (empty when none).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.avx512_bf16, "avx512_bf16"),
+            (self.amx_bf16, "amx_bf16"),
+            (self.avx512_fp16, "avx512_fp16"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect()
+    }
+}
+
+/// Whether Linux's `/proc/cpuinfo` lists `flag` (false elsewhere or when unreadable).
+#[cfg(target_arch = "x86_64")]
+fn cpuinfo_flag(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|text| {
+        text.lines()
+            .filter(|l| l.starts_with("flags"))
+            .take(1)
+            .any(|l| l.split_whitespace().any(|f| f == flag))
+    })
+}
