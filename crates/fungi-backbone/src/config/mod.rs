@@ -83,6 +83,23 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// `n`, `[n]` or `[n, n]`: the side of a square input.
+fn square_side<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Side {
+        One(usize),
+        List(Vec<usize>),
+    }
+    match Side::deserialize(d)? {
+        Side::One(n) => Ok(n),
+        Side::List(v) if matches!(v.len(), 1 | 2) && v.iter().all(|&x| x == v[0]) => Ok(v[0]),
+        Side::List(v) => Err(serde::de::Error::custom(format!(
+            "{v:?}: a square input size expected (n, [n] or [n, n])"
+        ))),
+    }
+}
+
 fn default_in_chans() -> usize {
     3
 }
@@ -108,7 +125,9 @@ fn default_offset() -> f64 {
 /// `layer_scale` (DINOv2's `ls1/ls2.gamma`) and `interpolate_offset` default to DINO v1 values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VitConfig {
-    /// Image size the position embedding was trained for (224 for DINO, 518 for DINOv2).
+    /// Image size the position embedding was trained for (224 for DINO, 518 for DINOv2); in a
+    /// file also as DINO's constructor takes it, `[224]` (or `[224, 224]`).
+    #[serde(deserialize_with = "square_side")]
     pub img_size: usize,
     /// Patch size in pixels.
     pub patch_size: usize,
@@ -591,10 +610,18 @@ impl VitConfig {
     /// `num_classes=0`, torchvision's `heads = Identity`), Hugging Face ViT's `pooler`.
     pub fn ignored_keys(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.layer_scale || matches!(self.layout, Layout::HfDinov2 | Layout::HfVit) {
+        if matches!(self.layout, Layout::Dino | Layout::HfDinov2 | Layout::HfVit) {
+            // DINOv2 keeps it with or without layer scale; DINO v1 has none.
             v.push("mask_token");
         }
-        if self.num_classes == 0 && matches!(self.layout, Layout::Timm | Layout::Torchvision) {
+        if self.num_classes == 0
+            && matches!(
+                self.layout,
+                Layout::Dino | Layout::Timm | Layout::Torchvision
+            )
+        {
+            // DINO's VisionTransformer never applies its `head` (a linear-eval checkpoint may
+            // carry one).
             v.extend(["head.weight", "head.bias"]);
         }
         if self.layout == Layout::HfVit {
@@ -608,5 +635,37 @@ impl VitConfig {
     /// [`Vit::from_file`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vit<B> {
         Vit::random(self, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn img_size_as_dinos_constructor_takes_it() {
+        let base = r#""patch_size": 16, "embed_dim": 192, "depth": 2, "num_heads": 3"#;
+        for (size, want) in [
+            ("224", Some(224)),
+            ("[224]", Some(224)),
+            ("[96, 96]", Some(96)),
+            ("[224, 160]", None),
+        ] {
+            let json = format!(r#"{{"img_size": {size}, {base}}}"#);
+            let got = VitConfig::from_json_str(&json, Some("a.json"));
+            match want {
+                Some(n) => assert_eq!(got.unwrap().img_size, n, "{size}"),
+                None => assert!(got.unwrap_err().to_string().contains("square"), "{size}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dino_checkpoints_may_carry_mask_token_and_an_unused_head() {
+        let mut c = VitConfig::dino_vits16();
+        assert!(c.ignored_keys().contains(&"mask_token"));
+        assert!(c.ignored_keys().contains(&"head.weight"));
+        c.layer_scale = false;
+        assert!(c.ignored_keys().contains(&"mask_token"));
     }
 }
