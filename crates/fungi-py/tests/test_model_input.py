@@ -2,7 +2,6 @@
 same path against the real torch, timm, torchvision and transformers: test_torch_dropin.py)."""
 import importlib
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -15,17 +14,6 @@ from test_fungi_rs import gpu_check, images
 HERE = pathlib.Path(__file__).resolve().parent
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    if HAS_TORCH:
-        pytest.skip("the real torch is importable: the stand-in is for environments without it")
-    monkeypatch.syspath_prepend(str(HERE / "standin"))
-    yield importlib.import_module("standin_models")
-    for name in list(sys.modules):
-        if name == "torch" or name.startswith("torch.") or name.startswith("standin_"):
-            del sys.modules[name]
 
 
 def test_a_module_gives_the_features_of_its_weights_file_as_a_tensor(standin, tmp_path):

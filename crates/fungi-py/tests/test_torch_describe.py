@@ -383,17 +383,6 @@ def test_real_targets_devices_and_arrays():
 # Stand-in torch (environments without torch)
 
 
-@pytest.fixture
-def standin(monkeypatch):
-    if HAS_TORCH:
-        pytest.skip("the real torch is importable: the stand-in is for environments without it")
-    monkeypatch.syspath_prepend(str(HERE / "standin"))
-    yield importlib.import_module("standin_models")
-    for name in list(sys.modules):
-        if name == "torch" or name.startswith("torch.") or name.startswith("standin_"):
-            del sys.modules[name]
-
-
 def test_standin_is_torch_module(standin):
     assert "torch" not in sys.modules or "standin" in str(sys.modules["torch"].__file__)
     assert not ft.is_torch_module(standin.PlainObject())

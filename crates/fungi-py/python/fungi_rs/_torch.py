@@ -129,6 +129,21 @@ def _square(model: Any, attr: str, v: Any) -> int:
     return int(v)
 
 
+def _block_dims(model: Any, img: int, patch: int, pe: Any, dim: int, blocks: Any,
+                o: Dict[str, Any]) -> Dict[str, Any]:
+    """The sizes DINO's and timm's ViTs share (their constructors' keyword names)."""
+    return {
+        "img_size": img,
+        "patch_size": patch,
+        "in_chans": int(pe.proj.in_channels),
+        "embed_dim": dim,
+        "depth": len(blocks),
+        "num_heads": o["num_heads"],
+        "mlp_ratio": _mlp_ratio(model, "blocks.0.mlp.fc1.out_features", dim, o["hidden"]),
+        "qkv_bias": o["qkv_bias"],
+    }
+
+
 def _mlp_ratio(model: Any, attr: str, dim: int, hidden: int) -> float:
     """A ratio with ``int(dim * ratio) == hidden`` (how every family sizes its MLP)."""
     ratio = hidden / dim
@@ -293,14 +308,7 @@ def _describe_timm(model: Any) -> Dict[str, Any]:
     init_values = (float(getattr(ls, "init_values", None) or 1e-5)) if o["layer_scale"] else None
     d: Dict[str, Any] = {
         "family": "timm",
-        "img_size": img,
-        "patch_size": patch,
-        "in_chans": int(pe.proj.in_channels),
-        "embed_dim": dim,
-        "depth": len(blocks),
-        "num_heads": o["num_heads"],
-        "mlp_ratio": _mlp_ratio(model, "blocks.0.mlp.fc1.out_features", dim, o["hidden"]),
-        "qkv_bias": o["qkv_bias"],
+        **_block_dims(model, img, patch, pe, dim, blocks, o),
         "qk_norm": o["qk_norm"],
         "proj_bias": o["proj_bias"],
         "init_values": init_values,
@@ -451,14 +459,7 @@ def _describe_dino(model: Any, v2: bool) -> Dict[str, Any]:
     _check_keys(model, f"(?:{top}|{block_keys})")
     d: Dict[str, Any] = {
         "family": "dino",
-        "img_size": img,
-        "patch_size": patch,
-        "in_chans": int(pe.proj.in_channels),
-        "embed_dim": dim,
-        "depth": len(blocks),
-        "num_heads": o["num_heads"],
-        "mlp_ratio": _mlp_ratio(model, "blocks.0.mlp.fc1.out_features", dim, o["hidden"]),
-        "qkv_bias": o["qkv_bias"],
+        **_block_dims(model, img, patch, pe, dim, blocks, o),
         "layer_norm_eps": _norm_eps(model),
         "layer_scale": o["layer_scale"],
         "interpolate_offset": 0.1,
