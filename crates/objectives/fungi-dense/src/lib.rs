@@ -41,6 +41,7 @@ use fungi_core::{l2_normalize, Error, GradPath, GradientEngine, Head, Projection
 
 pub use config::{DenseConfig, DenseSettings, SELF_SIMILARITY};
 pub use search::DEFAULT_SEARCH_BUDGET;
+pub use support::{SupportProgress, SupportSkip};
 
 /// The paper code's normalisation mean (ImageNet's).
 pub const PAPER_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -157,6 +158,14 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     pub fn set_budgets(&mut self, token_bytes: usize, search_bytes: usize) {
         self.token_budget = token_bytes.max(1);
         self.search_budget = search_bytes.max(1);
+    }
+    /// Precision of the untracked prefix ([`GradientEngine::set_prefix_precision`]; f32 by
+    /// default): the support bank's forward and the network up to the target layer.
+    ///
+    /// # Errors
+    /// When the backend has no tensors of that precision.
+    pub fn set_prefix_precision(&mut self, p: fungi_backbone::Precision) -> Result<()> {
+        self.engine.set_prefix_precision(p)
     }
     /// The gradient engine (general path).
     pub fn engine(&self) -> &GradientEngine<B> {
