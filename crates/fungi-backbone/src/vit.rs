@@ -377,4 +377,29 @@ impl<B: VitOps> Vit<B> {
         }
         Ok(self.finish(x))
     }
+
+    /// Finishes the forward from a [`Tap`] taken with `cls_only = false`, returning **every**
+    /// token after the final norm (what [`Vit::forward_tokens`] returns). Differentiable in `y`.
+    ///
+    /// # Shapes
+    /// - `residual`: as in the tap; `y`: `[B, T, out]`; output `[B, T, D]`
+    ///
+    /// # Errors
+    /// When the model has no such block ([`Error::InvalidTarget`]).
+    pub fn resume_tokens(
+        &self,
+        residual: Tensor<B, 3>,
+        y: Tensor<B, 3>,
+        target: TargetLayer,
+    ) -> Result<Tensor<B, 3>> {
+        self.check_target(target, false)?;
+        let mut x = self.blocks[target.block].resume(residual, y, target.site, false);
+        for blk in self.blocks.iter().skip(target.block + 1) {
+            x = blk.forward(x, false);
+        }
+        Ok(match &self.norm {
+            Some(n) => B::vit_layer_norm(x, n),
+            None => x,
+        })
+    }
 }

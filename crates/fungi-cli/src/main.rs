@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod bench;
+mod dense;
 mod embed;
 mod extract;
 mod fetch;
@@ -49,6 +50,9 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// FUNGI features of a dataset (chunked, resumable, shardable).
     Extract(extract::ExtractArgs),
+    /// Dense (per-patch) FUNGI features [N, P, E+K] of a dataset, the paper's HummingBird
+    /// features (chunked, resumable, shardable).
+    Dense(dense::DenseArgs),
     /// Download the official weights of architecture presets into the cache (prints paths).
     Fetch(fetch::FetchArgs),
     /// Merge the outputs of `extract --shard i/n` runs.
@@ -117,6 +121,7 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
     match &cli.cmd {
         Command::Embed(a) => embed::run::<B>(a, &device, p),
         Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device, p),
+        Command::Dense(a) => dense::run::<burn::backend::Autodiff<B>>(a, &device, p),
         Command::Fetch(a) => fetch::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Knn(a) => knn::run::<B>(a, &device),

@@ -289,6 +289,72 @@ impl<B: AutodiffVitOps> GradientEngine<B> {
     }
 }
 
+/// Output of [`GradientEngine::per_token`]: everything needed for per-token gradients, which
+/// are never formed (token `t`'s gradient is `delta_t ⊗ [input_t, 1]`).
+#[derive(Debug, Clone)]
+pub struct PerToken<B: Backend> {
+    /// `[N, T, O]`: `∂loss_b/∂y_t` of the target Linear for every token of image `b`.
+    pub delta: Tensor<B, 3>,
+    /// `[N, T, I]`: the target Linear's input for every token.
+    pub input: Tensor<B, 3>,
+    /// `[N, T, D]`: every token after the final norm (untracked).
+    pub tokens: Tensor<B, 3>,
+    /// `[N]` per-image losses.
+    pub losses: Tensor<B, 1>,
+}
+
+impl<B: AutodiffVitOps> GradientEngine<B> {
+    /// The per-token path (dense features): the network runs over all tokens (never the
+    /// CLS-only path), `batch_loss` receives the final-norm output of **every** token `[N, T, D]`
+    /// (tracked) and returns `[N]`, row `b` depending on image `b` only; the result holds
+    /// `∂loss_b/∂y_t` and the target's input `a_t` for every token, so that token `t`'s
+    /// gradient `(∂loss_b/∂y_t) ⊗ [a_t, 1]` (its own pass through the Linear) can be projected
+    /// without being materialised ([`crate::Projection::project_tokens`]). Summed over the tokens
+    /// it is the ordinary per-image gradient.
+    ///
+    /// # Shapes
+    /// - `views`: `[N, C, H, W]` (inner backend), one view per image.
+    ///
+    /// # Errors
+    /// When the losses are not `[N]`, no gradient reaches the target, or a loss fails.
+    pub fn per_token(
+        &self,
+        views: Tensor<B::InnerBackend, 4>,
+        batch_loss: &dyn Fn(Tensor<B, 3>) -> Result<Tensor<B, 1>>,
+    ) -> Result<PerToken<B::InnerBackend>> {
+        let n = views.dims()[0];
+        let model = self.prefix_model();
+        let tap = model.tap(views, self.target, false)?;
+        let y = <B::InnerBackend as VitOps>::vit_linear(
+            tap.input.clone(),
+            self.inner.linear(self.target)?,
+            LinearEpilogue::None,
+        );
+        let y_ad = Tensor::<B, 3>::from_inner(y).require_grad();
+        let residual = Tensor::<B, 3>::from_inner(tap.residual);
+        let tokens = self
+            .model
+            .resume_tokens(residual, y_ad.clone(), self.target)?;
+        let tokens_inner = tokens.clone().inner();
+        let losses = batch_loss(tokens)?;
+        if losses.dims() != [n] {
+            return Err(Error::Mismatch {
+                what: "shape of the batch loss".into(),
+                expected: format!("[{n}] (one loss per image)"),
+                found: format!("{:?}", losses.dims()),
+            });
+        }
+        let grads = losses.clone().sum().backward();
+        let delta = y_ad.grad(&grads).ok_or(Error::NoGradient)?;
+        Ok(PerToken {
+            delta,
+            input: tap.input,
+            tokens: tokens_inner,
+            losses: losses.inner(),
+        })
+    }
+}
+
 /// `x / max(‖x‖₂, 1e-12)` per row (PyTorch's `F.normalize`).
 pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norm = x

@@ -20,10 +20,11 @@ pub mod projection;
 pub mod rng;
 pub mod state;
 pub mod tensor_file;
+pub mod token_projection;
 pub mod transform;
 
 pub use device_projection::{DeviceProjection, Residency};
-pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage};
+pub use engine::{l2_normalize, GradPath, GradientEngine, PerImage, PerToken};
 pub use error::{Error, Result};
 pub use extractor::{
     ExtractorConfig, FungiExtractor, FungiExtractorBuilder, ObjectiveOutput, PreparedBatch,

@@ -301,6 +301,25 @@ impl Projection {
         }
     }
 
+    /// Row `k` of the matrix as `f32` (`[G]`).
+    pub(crate) fn tile_row(&self, k: usize) -> Vec<f32> {
+        match &self.matrix {
+            Matrix::Signs {
+                bits,
+                words_per_row,
+            } => (0..self.in_dim)
+                .map(|c| {
+                    if bits[k * words_per_row + c / 64] >> (c % 64) & 1 == 1 {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+                })
+                .collect(),
+            Matrix::Dense(v) => v[k * self.in_dim..(k + 1) * self.in_dim].to_vec(),
+        }
+    }
+
     /// Columns `c0 .. c0 + n` of the matrix, `[E, n]` row-major `f32`.
     pub(crate) fn tile(&self, c0: usize, n: usize) -> Vec<f32> {
         match &self.matrix {

@@ -176,3 +176,142 @@ pub fn take_state<'a>(
     }
     Ok(t)
 }
+
+/// SHA-256 of a backbone's parameters (state-dict keys, shapes and `f32` values in key order):
+/// identifies the weights in state files, so a state made with other weights is refused.
+pub fn backbone_fingerprint<Bk: burn::prelude::Backend>(vit: &fungi_backbone::Vit<Bk>) -> String {
+    use sha2::{Digest, Sha256};
+    let sd = vit.to_state_dict();
+    let mut h = Sha256::new();
+    for (k, t) in &sd.tensors {
+        h.update(k.as_bytes());
+        h.update([0]);
+        for d in &t.shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        if let Ok(v) = &t.data {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            h.update(&bytes);
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Writes a projection into a state's tensors and metadata: `projection_fingerprint`,
+/// `projection_out_dim`, `projection_in_dim`, then `projection_seed` for a seeded matrix or an
+/// I8 `projection` tensor `[K, G]` otherwise, and the scalar `projection_scaling`.
+///
+/// # Errors
+/// [`Error::Mismatch`] for a projection that is not `±1`.
+pub fn projection_entries(
+    p: &crate::projection::Projection,
+    tensors: &mut BTreeMap<String, Stored>,
+    meta: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    meta.insert("projection_fingerprint".into(), p.fingerprint());
+    meta.insert("projection_out_dim".into(), p.out_dim().to_string());
+    meta.insert("projection_in_dim".into(), p.in_dim().to_string());
+    match (p.seed(), p.to_i8()) {
+        (Some(seed), _) => {
+            meta.insert("projection_seed".into(), seed.to_string());
+        }
+        (None, Some(v)) => {
+            tensors.insert(
+                "projection".into(),
+                Stored::I8 {
+                    shape: vec![p.out_dim(), p.in_dim()],
+                    data: v,
+                },
+            );
+        }
+        (None, None) => {
+            return Err(Error::Mismatch {
+                what: "projection of a state file".into(),
+                expected: "a ±1 (bit-packed) projection".into(),
+                found: "a dense projection".into(),
+            })
+        }
+    }
+    tensors.insert(
+        "projection_scaling".into(),
+        Stored::F32(StateTensor {
+            shape: vec![],
+            data: vec![p.scaling()],
+        }),
+    );
+    Ok(())
+}
+
+/// The projection a state file holds, for gradients of size `in_dim`: its `projection` tensor
+/// (I8 or float, `[K, in_dim]`) or its `projection_seed` / `projection_out_dim` metadata, with
+/// its `projection_scaling` (default `1/√in_dim`); `out_dim`, when given, must be its `K`. A
+/// recorded `projection_fingerprint` must match.
+///
+/// # Errors
+/// [`Error::Format`] when the file holds no projection, [`Error::Mismatch`] naming the file for
+/// another shape or fingerprint.
+pub fn projection_from_state(
+    st: &StateFile,
+    path: &Path,
+    in_dim: usize,
+    out_dim: Option<usize>,
+) -> Result<crate::projection::Projection> {
+    use crate::projection::{suggested_scaling, Projection};
+    let mismatch = |what: &str, expected: String, found: String| Error::Mismatch {
+        what: format!("{}: {what}", path.display()),
+        expected,
+        found,
+    };
+    let scaling = st
+        .f32
+        .get("projection_scaling")
+        .and_then(|t| t.data.first().copied())
+        .unwrap_or_else(|| suggested_scaling(in_dim));
+    let check = |shape: &[usize]| -> Result<usize> {
+        let ok = shape.len() == 2 && shape[1] == in_dim && out_dim.is_none_or(|k| shape[0] == k);
+        if !ok {
+            return Err(mismatch(
+                "`projection` shape",
+                format!(
+                    "[{}, {in_dim}]",
+                    out_dim.map_or("K".to_string(), |k| k.to_string())
+                ),
+                format!("{shape:?}"),
+            ));
+        }
+        Ok(shape[0])
+    };
+    let p = if let Some((shape, data)) = st.i8.get("projection") {
+        let k = check(shape)?;
+        Projection::from_i8(k, in_dim, data, scaling)?
+    } else if let Some(t) = st.f32.get("projection") {
+        let k = check(&t.shape)?;
+        Projection::from_f32(k, in_dim, &t.data, scaling)?
+    } else {
+        let seed: u64 = st
+            .metadata
+            .get("projection_seed")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Format {
+                path: path.into(),
+                reason: "neither a `projection` tensor nor `projection_seed` metadata".into(),
+            })?;
+        let dim = |k: &str| st.metadata.get(k).and_then(|v| v.parse::<usize>().ok());
+        let shape = [
+            dim("projection_out_dim").unwrap_or(0),
+            dim("projection_in_dim").unwrap_or(0),
+        ];
+        let k = check(&shape)?;
+        Projection::rademacher(k, in_dim, seed).with_scaling(scaling)
+    };
+    if let Some(fp) = st.metadata.get("projection_fingerprint") {
+        if fp != &p.fingerprint() {
+            return Err(mismatch(
+                "projection fingerprint",
+                fp.clone(),
+                p.fingerprint(),
+            ));
+        }
+    }
+    Ok(p)
+}

@@ -34,6 +34,7 @@ pub mod benchmark;
 #[cfg(unix)]
 pub mod cuda;
 pub mod dataset;
+pub mod dense;
 pub mod embed;
 mod facade;
 mod features;

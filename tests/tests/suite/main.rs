@@ -12,6 +12,7 @@ mod backbone;
 mod backbones;
 mod core;
 mod deepcluster;
+mod dense;
 mod facade;
 mod knn;
 mod objectives;

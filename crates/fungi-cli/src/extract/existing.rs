@@ -59,21 +59,30 @@ pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((i, n))
 }
 
-/// What is in `--out` before this command touches it.
-pub(crate) struct Existing {
-    pub run: Option<RunIdentity>,
+/// What is in `--out` before this command touches it (`R`: its `run.json`, `M`: its
+/// manifest; `fungi extract`'s by default, `fungi dense` reads its own).
+pub(crate) struct Existing<R = RunIdentity, M = Manifest> {
+    pub run: Option<R>,
     pub finished_chunks: usize,
-    pub manifest: Option<Manifest>,
+    pub manifest: Option<M>,
 }
 
-pub(crate) fn inspect_out(out: &Path) -> Result<Existing> {
+/// Reader of a layout file of a run directory.
+pub(crate) type ReadFn<T> = fn(&Path) -> std::result::Result<T, LayoutError>;
+
+/// What `out` holds, for a run whose `run.json` and manifest `read_run` / `read_manifest` read.
+pub(crate) fn inspect_out_as<R, M>(
+    out: &Path,
+    read_run: ReadFn<R>,
+    read_manifest: ReadFn<M>,
+) -> Result<Existing<R, M>> {
     if out.exists() && !out.is_dir() {
         bail!("--out {}: exists and is not a directory", out.display());
     }
     let run = if out.join(RUN_FILE).exists() {
-        Some(RunIdentity::read(out).map_err(|e| match e {
+        Some(read_run(out).map_err(|e| match e {
             e @ LayoutError::Invalid { .. } => anyhow::anyhow!(
-                "{e}: damaged? it records the settings of the run in {}",
+                "{e}: damaged, or a run of another command? it records the settings of the run in {}",
                 out.display()
             ),
             e => e.into(),
@@ -90,7 +99,7 @@ pub(crate) fn inspect_out(out: &Path) -> Result<Existing> {
         .unwrap_or(0);
     // A manifest that does not parse (an older or damaged one) is rewritten at the end.
     let manifest = if out.join(MANIFEST_FILE).exists() {
-        match Manifest::read(out) {
+        match read_manifest(out) {
             Ok(m) => Some(m),
             Err(LayoutError::Invalid { .. }) => None,
             Err(e) => return Err(e.into()),
@@ -106,9 +115,9 @@ pub(crate) fn inspect_out(out: &Path) -> Result<Existing> {
 }
 
 /// `--resume` refusal naming every setting that differs.
-pub(crate) fn identity_differences(
-    recorded: &RunIdentity,
-    now: &RunIdentity,
+pub(crate) fn identity_differences<R: serde::Serialize>(
+    recorded: &R,
+    now: &R,
 ) -> Result<Vec<String>> {
     Ok(fungi::core::state::json_differences(
         &serde_json::to_value(recorded)?,

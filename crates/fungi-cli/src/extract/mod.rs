@@ -22,14 +22,15 @@ use fungi::backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
 use fungi::core::tensor_file;
 use fungi::dataset::Dataset;
 use fungi::layout::{
-    chunk_path, sha256_file, shard_chunks, Chunk, Extras, Format, OutDir, RunIdentity, Skipped,
-    CHUNKS_DIR, LOCK_FILE, RUN_FILE, SETUP_SKIPPED_FILE, STATE_FILE,
+    chunk_path, sha256_file, shard_chunks, Chunk, Extras, Format, Manifest, OutDir, RunIdentity,
+    Skipped, CHUNKS_DIR, LOCK_FILE, RUN_FILE, SETUP_SKIPPED_FILE, STATE_FILE,
 };
 use fungi::{Fungi, FungiConfig, Stream, Unprepared};
 use sha2::{Digest, Sha256};
 
 pub(crate) use existing::same_file;
-use existing::{identity_differences, inspect_out, parse_shard, Existing};
+pub(crate) use existing::{identity_differences, parse_shard, ReadFn};
+use existing::{inspect_out_as, Existing};
 
 use crate::{progress_bar, OnError};
 
@@ -184,9 +185,21 @@ fn plan(args: &ExtractArgs) -> Result<Plan> {
 /// `resuming` when it holds a run with something computed. Refuses (touching nothing) a
 /// directory that holds another run without `--resume`, or files that are not a fungi run.
 fn open_out(args: &ExtractArgs) -> Result<(OutDir, Existing, bool)> {
-    let out = &args.out;
-    // Read-only first: a folder of other files is refused before a lock file goes into it.
-    if out.is_dir() && !out.join(RUN_FILE).exists() {
+    open_out_as(&args.out, args.resume, RunIdentity::read, Manifest::read)
+}
+
+/// [`open_out`] for a run whose `run.json` and manifest `read_run` / `read_manifest` read
+/// (`fungi dense`).
+pub(crate) fn open_out_as<R, M>(
+    out: &Path,
+    resume: bool,
+    read_run: ReadFn<R>,
+    read_manifest: ReadFn<M>,
+) -> Result<(OutDir, Existing<R, M>, bool)> {
+    // Read-only first: a folder of other files is refused before a lock file goes into it. A
+    // folder a live writer holds is left to `OutDir::open`, which names the holder (its
+    // `run.json.tmp` may be all there is yet).
+    if out.is_dir() && !out.join(RUN_FILE).exists() && !OutDir::is_locked(out) {
         let entries: Vec<String> = std::fs::read_dir(out)
             .with_context(|| format!("reading {}", out.display()))?
             .filter_map(|e| e.ok())
@@ -204,9 +217,9 @@ fn open_out(args: &ExtractArgs) -> Result<(OutDir, Existing, bool)> {
         }
     }
     let dir = OutDir::open(out)?;
-    let existing = inspect_out(out)?;
+    let existing = inspect_out_as(out, read_run, read_manifest)?;
     let computed = existing.finished_chunks > 0 || existing.manifest.is_some();
-    if existing.run.is_some() && computed && !args.resume {
+    if existing.run.is_some() && computed && !resume {
         bail!(
             "{} already holds a run ({} finished chunk(s){}): pass --resume to continue it, or choose another --out",
             out.display(),
@@ -378,15 +391,67 @@ fn extract_chunks<B: AutodiffVitOps>(
     ds: &Dataset,
     fungi: &Fungi<B>,
     run: &RunIdentity,
-    (a, b): (usize, usize),
+    chunks: (usize, usize),
 ) -> Result<()> {
-    let out = &args.out;
-    let (bs, dim) = (run.config.extractor.batch_size, fungi.feature_dim());
+    let plan = ChunkPlan {
+        chunk_size: run.chunk_size,
+        dataset_len: run.dataset_len,
+        batch_size: run.config.extractor.batch_size,
+        dim: fungi.feature_dim(),
+        on_error: args.on_error,
+    };
+    write_chunks(
+        &args.out,
+        dir,
+        ds,
+        &plan,
+        chunks,
+        "extract",
+        |stream, sink| fungi.stream(ds, stream, sink),
+    )
+}
+
+/// How a run's chunks are laid out: `chunk_size` images per chunk over `dataset_len`, batches
+/// of at most `batch_size` aligned to chunks, rows of `dim` values.
+pub(crate) struct ChunkPlan {
+    pub chunk_size: usize,
+    pub dataset_len: usize,
+    pub batch_size: usize,
+    pub dim: usize,
+    pub on_error: OnError,
+}
+
+impl ChunkPlan {
+    fn chunk_range(&self, c: usize) -> std::ops::Range<usize> {
+        let start = c.saturating_mul(self.chunk_size).min(self.dataset_len);
+        start
+            ..c.saturating_add(1)
+                .saturating_mul(self.chunk_size)
+                .min(self.dataset_len)
+    }
+}
+
+/// The sink a chunked run hands to the library's pipeline.
+pub(crate) type RowSink<'s> = &'s mut dyn FnMut(fungi::Rows) -> fungi::core::Result<()>;
+
+/// Computes the chunks of `[a, b)` not finished yet with `run_stream(stream, sink)` (the
+/// library's pipeline over `ds`: `Fungi::stream` or `fungi::dense::stream`), writing each
+/// chunk atomically as soon as its last batch is done; a progress bar named `what`.
+pub(crate) fn write_chunks(
+    out: &Path,
+    dir: &OutDir,
+    ds: &Dataset,
+    plan: &ChunkPlan,
+    (a, b): (usize, usize),
+    what: &str,
+    run_stream: impl FnOnce(Stream<'_>, RowSink<'_>) -> fungi::core::Result<()>,
+) -> Result<()> {
+    let (bs, dim) = (plan.batch_size.max(1), plan.dim);
     let todo: Vec<usize> = (a..b).filter(|&c| !dir.has_chunk(c)).collect();
     let batches: Vec<std::ops::Range<usize>> = todo
         .iter()
         .flat_map(|&c| {
-            let r = run.chunk_range(c);
+            let r = plan.chunk_range(c);
             (r.start..r.end)
                 .step_by(bs)
                 .map(move |s| s..(s + bs).min(r.end))
@@ -399,15 +464,15 @@ fn extract_chunks<B: AutodiffVitOps>(
         images = n_todo,
         "extracting"
     );
-    let bar = progress_bar(n_todo as u64, "extract");
+    let bar = progress_bar(n_todo as u64, what);
     let tick = |n: usize| bar.inc(n as u64);
-    let stream = Stream::new(batches).on_error(args.on_error).progress(&tick);
+    let stream = Stream::new(batches).on_error(plan.on_error).progress(&tick);
     // The chunk being filled; written as soon as its last batch is in, so that a failure
     // later never loses a finished chunk.
     let mut current: Option<(usize, Chunk)> = None;
     let mut write_error: Option<anyhow::Error> = None;
-    let result = fungi.stream(ds, stream, |rows| {
-        let c = rows.range.start / run.chunk_size;
+    let mut sink = |rows: fungi::Rows| {
+        let c = rows.range.start / plan.chunk_size;
         let ch = &mut current.get_or_insert_with(|| (c, Chunk::default())).1;
         for (i, e) in rows.skipped {
             tracing::warn!("skipping {}: {e}", ds.files[i].display());
@@ -424,7 +489,7 @@ fn extract_chunks<B: AutodiffVitOps>(
                 ch.labels.push(l[i as usize]);
             }
         }
-        if rows.range.end == run.chunk_range(c).end {
+        if rows.range.end == plan.chunk_range(c).end {
             if let Some((c, ch)) = current.take() {
                 if let Err(e) = dir.write_chunk(c, &ch, dim) {
                     write_error = Some(e.into());
@@ -433,7 +498,8 @@ fn extract_chunks<B: AutodiffVitOps>(
             }
         }
         Ok(())
-    });
+    };
+    let result = run_stream(stream, &mut sink);
     if let Some(e) = write_error {
         return Err(e);
     }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fungi_backbone::AutodiffVitOps;
-use sha2::{Digest, Sha256};
 
 use super::FungiExtractor;
 use crate::error::{Error, Result};
@@ -23,22 +22,7 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// Computed once.
     pub fn backbone_fingerprint(&self) -> String {
         self.backbone_fingerprint
-            .get_or_init(|| {
-                let sd = self.engine.inner().to_state_dict();
-                let mut h = Sha256::new();
-                for (k, t) in &sd.tensors {
-                    h.update(k.as_bytes());
-                    h.update([0]);
-                    for d in &t.shape {
-                        h.update((*d as u64).to_le_bytes());
-                    }
-                    if let Ok(v) = &t.data {
-                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                        h.update(&bytes);
-                    }
-                }
-                format!("{:x}", h.finalize())
-            })
+            .get_or_init(|| state::backbone_fingerprint(self.engine.inner()))
             .clone()
     }
 
@@ -49,47 +33,8 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), STATE_FORMAT.to_string());
         meta.insert("config".to_string(), self.state_config().to_string());
-        meta.insert(
-            "projection_fingerprint".into(),
-            self.projection.fingerprint(),
-        );
-        meta.insert(
-            "projection_out_dim".into(),
-            self.projection.out_dim().to_string(),
-        );
-        meta.insert(
-            "projection_in_dim".into(),
-            self.projection.in_dim().to_string(),
-        );
         meta.insert("backbone_fingerprint".into(), self.backbone_fingerprint());
-        match (self.projection.seed(), self.projection.to_i8()) {
-            (Some(seed), _) => {
-                meta.insert("projection_seed".into(), seed.to_string());
-            }
-            (None, Some(v)) => {
-                tensors.insert(
-                    "projection".into(),
-                    Stored::I8 {
-                        shape: vec![self.projection.out_dim(), self.projection.in_dim()],
-                        data: v,
-                    },
-                );
-            }
-            (None, None) => {
-                return Err(Error::Mismatch {
-                    what: "projection of a state file".into(),
-                    expected: "a ±1 (bit-packed) projection".into(),
-                    found: "a dense projection".into(),
-                })
-            }
-        }
-        tensors.insert(
-            "projection_scaling".into(),
-            Stored::F32(StateTensor {
-                shape: vec![],
-                data: vec![self.projection.scaling()],
-            }),
-        );
+        state::projection_entries(&self.projection, &mut tensors, &mut meta)?;
         for o in &self.objectives {
             for (k, t) in o.state() {
                 tensors.insert(format!("{}.{k}", o.name()), Stored::F32(t));

@@ -109,6 +109,43 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     write_raw(path, shape, "<f4", &body)
 }
 
+/// Writes a row-major `f32` array atomically from consecutive parts (`next()` gives the next
+/// part, `None` at the end), so that an array larger than memory never exists at once; an error
+/// when the parts do not hold `shape`'s element count (the file is then not written).
+pub fn write_f32_parts(
+    path: &Path,
+    shape: &[usize],
+    mut next: impl FnMut() -> Result<Option<Vec<f32>>>,
+) -> Result<()> {
+    let tmp = path.with_extension("npy.tmp");
+    let head = header(shape, "<f4").map_err(|e| npy_err(path, e))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| LayoutError::Io { path: p, source }
+    };
+    let mut written = 0usize;
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
+        f.write_all(&head).map_err(io(&tmp))?;
+        while let Some(part) = next()? {
+            let body: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
+            f.write_all(&body).map_err(io(&tmp))?;
+            written += part.len();
+        }
+        if let Err(e) = check_len(path, shape, written) {
+            drop(f);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        f.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(())
+}
+
 /// Writes an `i64` array atomically; an error when `data` does not hold `shape`'s element count.
 pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
     check_len(path, shape, data.len())?;
@@ -389,6 +426,23 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn arrays_written_in_parts_read_back_and_a_short_one_is_not_written() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.npy");
+        let mut parts = vec![vec![1.0f32, 2.0, 3.0], vec![4.0, 5.0, 6.0]].into_iter();
+        write_f32_parts(&p, &[2, 1, 3], || Ok(parts.next())).unwrap();
+        assert_eq!(
+            read(&p).unwrap(),
+            Array::F32(vec![2, 1, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        );
+        let q = d.path().join("g.npy");
+        let mut parts = vec![vec![1.0f32; 5]].into_iter();
+        let e = write_f32_parts(&q, &[2, 3], || Ok(parts.next())).unwrap_err();
+        assert!(e.to_string().contains("needs 6 values"), "{e}");
+        assert!(!q.exists() && !q.with_extension("npy.tmp").exists());
+    }
 
     fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
         let mut b = header(shape, "<f4").unwrap();

@@ -249,6 +249,43 @@ fn logsumexp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
     s.squeeze_dim(1)
 }
 
+/// The InfoNCE of SimCLR per positive row: `f` `[V, L]` are L2-normalised latents that are
+/// mutual positives, `negatives` `[M, L]` L2-normalised negatives; the self-similarities are
+/// replaced by `self_similarity`, and `loss` picks the formula (see the crate docs: with
+/// [`SimclrLoss::Fungivision`] the temperature divides only the positive term). Returns the
+/// `[V]` per-row losses (their mean is the image's loss). Dense FUNGI uses it with an image's
+/// tokens as the positives.
+pub fn info_nce<B: Backend>(
+    f: Tensor<B, 2>,
+    negatives: Tensor<B, 2>,
+    self_similarity: f64,
+    temperature: f64,
+    loss: SimclrLoss,
+) -> Tensor<B, 1> {
+    let v = f.dims()[0];
+    let device = f.device();
+    let (c, t) = (self_similarity, temperature);
+    let eye = Tensor::<B, 2>::eye(v, &device);
+    let pos = f.clone().matmul(f.clone().transpose()) * (eye.clone().neg() + 1.0) + eye.clone() * c; // masked [V, V]
+    let negs = f.matmul(negatives.transpose()); // [V, M]
+    let all = Tensor::cat(vec![negs, pos.clone()], 1);
+    match loss {
+        SimclrLoss::Fungivision => {
+            // -(Σ_j pos[i,j]/T − Σ_j pos[j,j]/T) / (V−1) + lse_j C[i,j]
+            let row = pos.clone().div_scalar(t).sum_dim(1).squeeze_dim::<1>(1);
+            let diag = (pos * eye).div_scalar(t).sum();
+            (row - diag.unsqueeze()).div_scalar(-((v - 1) as f64)) + logsumexp(all)
+        }
+        SimclrLoss::Paper => {
+            let off = (pos * (eye.neg() + 1.0))
+                .div_scalar(t)
+                .sum_dim(1)
+                .squeeze_dim::<1>(1);
+            off.div_scalar(-((v - 1) as f64)) + logsumexp(all.div_scalar(t))
+        }
+    }
+}
+
 impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
     fn name(&self) -> &str {
         "simclr"
@@ -356,31 +393,14 @@ impl<B: AutodiffBackend> Objective<B> for SimclrObjective<B> {
                 missing: "negatives".into(),
             });
         };
-        let v = embeddings.dims()[0];
-        let device = embeddings.device();
         let f = l2_normalize(self.head.apply(embeddings)); // [V, L]
-        let c = self.config.self_similarity_constant;
-        let t = self.config.temperature;
-        let eye = Tensor::<B, 2>::eye(v, &device);
-        let pos =
-            f.clone().matmul(f.clone().transpose()) * (eye.clone().neg() + 1.0) + eye.clone() * c; // masked [V, V]
-        let negs = f.matmul(neg.clone().transpose()); // [V, M·V]
-        let all = Tensor::cat(vec![negs, pos.clone()], 1);
-        let nll = match self.config.loss {
-            SimclrLoss::Fungivision => {
-                // -(Σ_j pos[i,j]/T − Σ_j pos[j,j]/T) / (V−1) + lse_j C[i,j]
-                let row = pos.clone().div_scalar(t).sum_dim(1).squeeze_dim::<1>(1);
-                let diag = (pos * eye).div_scalar(t).sum();
-                (row - diag.unsqueeze()).div_scalar(-((v - 1) as f64)) + logsumexp(all)
-            }
-            SimclrLoss::Paper => {
-                let off = (pos * (eye.neg() + 1.0))
-                    .div_scalar(t)
-                    .sum_dim(1)
-                    .squeeze_dim::<1>(1);
-                off.div_scalar(-((v - 1) as f64)) + logsumexp(all.div_scalar(t))
-            }
-        };
+        let nll = info_nce(
+            f,
+            neg.clone(),
+            self.config.self_similarity_constant,
+            self.config.temperature,
+            self.config.loss,
+        );
         Ok(nll.mean().reshape([1]))
     }
     fn grad_scale(&self) -> f32 {

@@ -1,0 +1,386 @@
+//! `fungi dense`: dense FUNGI features `[N, P, E+K]` of a dataset (the paper's HummingBird
+//! features; docs/dense.md), with `fungi extract`'s machinery: `--out` locked, chunks written
+//! atomically, `--resume`, `--shard`, `--on-error`, progress bars. The support bank comes from
+//! `--support DIR` (L2-normalised patch tokens of those images), a `--state`, or the state of
+//! the run being resumed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use fungi::backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
+use fungi::core::tensor_file;
+use fungi::dataset::Dataset;
+use fungi::dense::{DenseExtractor, DenseManifest, DenseRun, DenseSettings};
+use fungi::layout::{
+    chunk_path, sha256_file, shard_chunks, Extras, OutDir, Skipped, CHUNKS_DIR, RUN_FILE,
+    SETUP_SKIPPED_FILE, STATE_FILE,
+};
+use sha2::{Digest, Sha256};
+
+use crate::extract::{
+    identity_differences, open_out_as, parse_shard, same_file, write_chunks, ChunkPlan,
+};
+use crate::{progress_bar, OnError};
+
+/// Arguments of `fungi dense`.
+#[derive(Debug, clap::Args)]
+pub struct DenseArgs {
+    /// Backbone weights (.pth state dict, .safetensors or .onnx), or a preset name of
+    /// `fungi fetch --list`.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Architecture preset or JSON config (default: the preset named by `--weights`).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Dataset: an ImageFolder directory, a plain folder, or a text file listing image paths.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Optional `path,label` CSV (overrides ImageFolder labels).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Settings (TOML or JSON): seed, target_layer, batch_size, projection_dim and the
+    /// `[dense]` table (image_size, latent_dim, temperature, neighbours, drop,
+    /// support_per_image). Default: the paper's full setting.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A state (projection, head, support bank) to use, e.g. the `--save-state` of another run
+    /// or one made elsewhere.
+    #[arg(long, conflicts_with = "support")]
+    pub state: Option<PathBuf>,
+    /// Build the support bank from these images (folder, ImageFolder or list): their
+    /// L2-normalised patch tokens (all, or `support_per_image` each).
+    #[arg(long)]
+    pub support: Option<PathBuf>,
+    /// Also copy the state used to this path (pass it as `--state` to later runs).
+    #[arg(long)]
+    pub save_state: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per chunk written to disk (rounded up to a multiple of the batch size; a chunk
+    /// holds P·(E+K) floats per image).
+    #[arg(long, default_value_t = 16)]
+    pub chunk_size: usize,
+    /// Continue an interrupted run in `--out`.
+    #[arg(long)]
+    pub resume: bool,
+    /// What to do with an image that cannot be decoded (dataset and support images).
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_error: OnError,
+    /// Process only shard `i/n` (0-based) of the chunks; `auto` as for `fungi extract`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Keep the chunk files after the final outputs are written.
+    #[arg(long)]
+    pub keep_chunks: bool,
+    /// Apply EXIF orientation (PIL does not).
+    #[arg(long)]
+    pub apply_exif_orientation: bool,
+}
+
+const NO_SUPPORT: &str = "no support bank: pass --support DIR (images whose patch tokens give each token its negatives) or --state FILE (a state with `dense.support`)";
+
+/// The command's inputs, checked before `--out` is touched.
+struct Plan {
+    settings: DenseSettings,
+    chunk: usize,
+    shard: Option<(usize, usize)>,
+    ds: Dataset,
+    arch: VitConfig,
+    weights: PathBuf,
+    weights_sha256: String,
+    decode: fungi::aug::DecodeOptions,
+}
+
+fn plan(args: &DenseArgs) -> Result<Plan> {
+    if args.chunk_size == 0 {
+        bail!("--chunk-size 0: expected at least 1 image per chunk");
+    }
+    let settings = match &args.config {
+        Some(p) => DenseSettings::from_file(p)?,
+        None => DenseSettings::default(),
+    };
+    let bs = settings.batch_size;
+    let chunk = args
+        .chunk_size
+        .div_ceil(bs)
+        .checked_mul(bs)
+        .with_context(|| format!("--chunk-size {}: too large", args.chunk_size))?;
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    if args.state.is_none() && args.support.is_none() && !args.resume {
+        bail!(NO_SUPPORT);
+    }
+    if let (Some(s), Some(p)) = (&args.state, &args.save_state) {
+        if same_file(s, p) {
+            bail!(
+                "--save-state {} is the --state file itself: nothing to save (drop --save-state)",
+                p.display()
+            );
+        }
+    }
+    let decode = fungi::aug::DecodeOptions {
+        apply_exif_orientation: args.apply_exif_orientation,
+        ..Default::default()
+    };
+    let ds = Dataset::load(
+        &args.images,
+        args.labels.as_deref(),
+        args.on_error == OnError::Fail,
+    )
+    .map_err(crate::listing_hint)?
+    .with_decode_options(decode);
+    let (weights, arch_name) = crate::fetch::resolve_weights(&args.weights, args.arch.as_deref())?;
+    let arch = crate::rgb_arch(&arch_name)?;
+    if !settings.dense.image_size.is_multiple_of(arch.patch_size) {
+        bail!(
+            "[dense] image_size = {}: must be a multiple of the patch size {} of {arch_name}",
+            settings.dense.image_size,
+            arch.patch_size
+        );
+    }
+    let weights_sha256 = sha256_file(&weights)?;
+    Ok(Plan {
+        settings,
+        chunk,
+        shard,
+        ds,
+        arch,
+        weights,
+        weights_sha256,
+        decode,
+    })
+}
+
+/// The extractor with its support bank: `--state`, the resumed run's state, or `--support`
+/// images. Returns the state's bytes and the support images skipped.
+fn ready<B: AutodiffVitOps>(
+    args: &DenseArgs,
+    p: &Plan,
+    ex: &mut DenseExtractor<B>,
+    resuming: bool,
+) -> Result<(Vec<u8>, Vec<Skipped>)> {
+    let state_path = args.out.join(STATE_FILE);
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading {what}{}", p.display()))
+    };
+    if let Some(s) = &args.state {
+        let bytes = read(s, "--state ")?;
+        ex.load_state_bytes(&bytes, s)?;
+        return Ok((bytes, vec![]));
+    }
+    if resuming && state_path.exists() {
+        let bytes = read(&state_path, "")?;
+        ex.load_state_bytes(&bytes, &state_path)?;
+        return Ok((bytes, vec![]));
+    }
+    let Some(dir) = &args.support else {
+        bail!(NO_SUPPORT);
+    };
+    let support = Dataset::load(dir, None, args.on_error == OnError::Fail)
+        .map_err(crate::listing_hint)
+        .with_context(|| format!("--support {} (the support bank's images)", dir.display()))?
+        .with_decode_options(p.decode);
+    if support.files.is_empty() {
+        bail!(
+            "--support {}: no images (an empty support bank has no negatives)",
+            dir.display()
+        );
+    }
+    let bar = progress_bar(support.len() as u64, "support");
+    let progress = |done: usize, _: usize| bar.set_position(done as u64);
+    let skipped = Mutex::new(Vec::<Skipped>::new());
+    let skip = |i: usize, e: &fungi::core::Error| {
+        tracing::warn!("support: skipping {}: {e}", support.files[i].display());
+        if let Ok(mut v) = skipped.lock() {
+            v.push(Skipped {
+                index: i,
+                file: support.relative(i),
+                error: e.to_string(),
+            });
+        }
+    };
+    let skip_fn: Option<fungi::dense::SupportSkip<'_>> = match args.on_error {
+        OnError::Skip => Some(&skip),
+        OnError::Fail => None,
+    };
+    let load = |i: usize| fungi::ImageSource::image(&support, i);
+    let rows = ex
+        .build_support(support.len(), &load, Some(&progress), skip_fn)
+        .map_err(|e| match (&e, args.on_error) {
+            (fungi::core::Error::Image(_), OnError::Fail) => anyhow::anyhow!(
+                "{e}\n(nothing was written to {}: replace the file with a readable image, or rerun with --on-error skip)",
+                args.out.display()
+            ),
+            _ => anyhow::Error::from(e),
+        })?;
+    bar.finish_and_clear();
+    tracing::info!(rows, "support bank built");
+    let bytes = ex.state_bytes(&state_path)?;
+    Ok((bytes, skipped.into_inner().unwrap_or_default()))
+}
+
+/// Runs `fungi dense` on backend `B`: everything is validated before `--out` is written.
+pub fn run<B: AutodiffVitOps>(
+    args: &DenseArgs,
+    device: &B::Device,
+    precision: Precision,
+) -> Result<()> {
+    let p = plan(args)?;
+    let vit = Vit::<B>::from_file(&p.arch, &p.weights, device)?;
+    let mut ex = DenseExtractor::new(vit, p.settings.clone())?;
+    ex.set_prefix_precision(precision)?;
+    let total = p.ds.len().div_ceil(p.chunk);
+    let chunks = match p.shard {
+        Some((i, n)) => shard_chunks(i, n, total),
+        None => (0, total),
+    };
+    let (out, existing, resuming) =
+        open_out_as(&args.out, args.resume, DenseRun::read, DenseManifest::read)?;
+    let (state_bytes, support_skipped) = ready(args, &p, &mut ex, resuming)?;
+    let run = DenseRun {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        settings: p.settings.clone(),
+        arch: p.arch.clone(),
+        weights_sha256: p.weights_sha256.clone(),
+        dataset_sha256: p.ds.listing_hash(),
+        dataset_len: p.ds.len(),
+        classes: p.ds.classes.clone(),
+        state_sha256: format!("{:x}", Sha256::digest(&state_bytes)),
+        projection_fingerprint: ex.projection().fingerprint(),
+        chunk_size: p.chunk,
+        patches: ex.patches(),
+        feature_dim: ex.feature_dim(),
+        precision,
+    };
+    if resuming {
+        if let Some(prev) = &existing.run {
+            let d = identity_differences(prev, &run)?;
+            if !d.is_empty() {
+                bail!(
+                    "--resume: this command differs from the run recorded in {} (expected = recorded, found = now):\n  {}\nnothing was changed; resume with the original settings, or choose another --out",
+                    args.out.join(RUN_FILE).display(),
+                    d.join("\n  ")
+                );
+            }
+        }
+        if let Some(m) = &existing.manifest {
+            if m.run == run && m.chunks == chunks && m.shard == p.shard {
+                eprintln!(
+                    "{} is already complete ({} rows): nothing to do",
+                    args.out.display(),
+                    m.shape[0]
+                );
+                return Ok(());
+            }
+        }
+    }
+    start(args, &run, &state_bytes, &support_skipped, resuming)?;
+    let plan = ChunkPlan {
+        chunk_size: run.chunk_size,
+        dataset_len: run.dataset_len,
+        batch_size: run.settings.batch_size,
+        dim: run.row_len(),
+        on_error: args.on_error,
+    };
+    write_chunks(
+        &args.out,
+        &out,
+        &p.ds,
+        &plan,
+        chunks,
+        "dense",
+        |stream, sink| fungi::dense::stream(&ex, &p.ds, stream, sink),
+    )?;
+    report(args, &out, &p.ds, &run, chunks, p.shard)
+}
+
+/// Writes `run.json`, the state, the support skips and `--save-state`.
+fn start(
+    args: &DenseArgs,
+    run: &DenseRun,
+    state_bytes: &[u8],
+    support_skipped: &[Skipped],
+    resuming: bool,
+) -> Result<()> {
+    let out = &args.out;
+    std::fs::create_dir_all(out.join(CHUNKS_DIR))
+        .with_context(|| format!("creating {}", out.join(CHUNKS_DIR).display()))?;
+    tensor_file::write_bytes_atomic(
+        &out.join(RUN_FILE),
+        (serde_json::to_string_pretty(run)? + "\n").as_bytes(),
+    )?;
+    let state_path = out.join(STATE_FILE);
+    if std::fs::read(&state_path).ok().as_deref() != Some(state_bytes) {
+        tensor_file::write_bytes_atomic(&state_path, state_bytes)?;
+    }
+    let skip_file = out.join(SETUP_SKIPPED_FILE);
+    if !support_skipped.is_empty() {
+        tensor_file::write_bytes_atomic(
+            &skip_file,
+            serde_json::to_string_pretty(support_skipped)?.as_bytes(),
+        )?;
+    } else if !(resuming && args.state.is_none()) {
+        let _ = std::fs::remove_file(&skip_file);
+    }
+    if let Some(p) = &args.save_state {
+        if !same_file(p, &state_path) {
+            tensor_file::write_bytes_atomic(p, state_bytes)
+                .with_context(|| format!("--save-state {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the final outputs and the manifest, removes the chunks (unless `--keep-chunks`).
+fn report(
+    args: &DenseArgs,
+    dir: &OutDir,
+    ds: &Dataset,
+    run: &DenseRun,
+    (a, b): (usize, usize),
+    shard: Option<(usize, usize)>,
+) -> Result<()> {
+    let skip_file = args.out.join(SETUP_SKIPPED_FILE);
+    let extras = Extras {
+        setup_skipped: match std::fs::read_to_string(&skip_file) {
+            Ok(t) => serde_json::from_str(&t)
+                .with_context(|| format!("{}: damaged", skip_file.display()))?,
+            Err(_) => vec![],
+        },
+        not_listed: ds.problems.clone(),
+    };
+    let m = fungi::dense::finish(
+        dir.path(),
+        run,
+        (a, b),
+        shard,
+        std::slice::from_ref(&args.out),
+        &extras,
+    )?;
+    if !args.keep_chunks {
+        for c in a..b {
+            let _ = std::fs::remove_file(chunk_path(&args.out, c));
+        }
+    }
+    eprintln!(
+        "wrote features.npy [{}, {}, {}] (patch tokens x (token {} + gradient {})) to {}{}",
+        m.shape[0],
+        m.shape[1],
+        m.shape[2],
+        run.arch.embed_dim,
+        run.feature_dim - run.arch.embed_dim,
+        args.out.display(),
+        if m.skipped.is_empty() && m.support_skipped.is_empty() && m.not_listed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} image(s) skipped, {} support image(s) skipped, {} entr(y/ies) not listed: see manifest.json",
+                m.skipped.len(),
+                m.support_skipped.len(),
+                m.not_listed.len()
+            )
+        }
+    );
+    Ok(())
+}
