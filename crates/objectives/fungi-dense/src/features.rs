@@ -47,7 +47,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
         let s = self.support.as_ref().expect("ready");
         crate::search::nearest(
             tokens,
-            &s.bank,
+            &s.index,
             self.settings.dense.neighbours,
             self.search_budget,
         )
