@@ -19,8 +19,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::projection::Projection;
 
-/// Default memory budget of one chunk's product `[R, kc·J]` (64 MiB).
-pub const DEFAULT_TOKEN_BUDGET: usize = 64 << 20;
+/// Default memory budget of one chunk's product `[R, kc·J]` (16 MiB).
+pub const DEFAULT_TOKEN_BUDGET: usize = 16 << 20;
 
 impl Projection {
     /// Rows `k0 .. k0 + w` rearranged as `Q [o, w·j]` (`Q[r, κ·j + i] = P[k0 + κ, r·j + i]`),
@@ -85,7 +85,7 @@ impl Projection {
             return Ok(Tensor::zeros([0, k], &device));
         }
         let kc = (budget_bytes / (4 * r * j).max(1)).clamp(1, k.max(1));
-        let a3 = input1.reshape([r, 1, j]);
+        let a3 = input1.reshape([r, j, 1]);
         let mut parts = Vec::with_capacity(k.div_ceil(kc));
         for k0 in (0..k).step_by(kc) {
             let w = kc.min(k - k0);
@@ -94,7 +94,9 @@ impl Projection {
                 &device,
             );
             let m = delta.clone().matmul(q).reshape([r, w, j]);
-            parts.push((m * a3.clone()).sum_dim(2).reshape([r, w]));
+            // Row-dot of each token's `w` rows with its `ã`: a batch of `r` matrix-vector
+            // products (no `[r, w, j]` temporary besides the product itself).
+            parts.push(m.matmul(a3.clone()).reshape([r, w]));
         }
         Ok(Tensor::cat(parts, 1).mul_scalar(self.scaling()))
     }

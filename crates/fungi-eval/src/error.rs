@@ -407,6 +407,30 @@ pub enum EvalError {
         /// Validation matrices.
         matrices: usize,
     },
+    /// A segmentation mask whose size is not its image's (or whose values do not fill it).
+    #[error("a {height} x {width} mask needs height x width = {} values, got {found} (the mask must have its image's size)", height * width)]
+    MaskSize {
+        /// Height expected.
+        height: usize,
+        /// Width expected.
+        width: usize,
+        /// Values found.
+        found: usize,
+    },
+    /// A mask value that is neither a class id below the class count nor the ignore value.
+    #[error("class id {id} is past the {num_classes} classes (ids 0..{num_classes}; 255 marks pixels to ignore)")]
+    ClassId {
+        /// The value found.
+        id: u8,
+        /// Classes.
+        num_classes: usize,
+    },
+    /// A temperature that is not a positive finite number.
+    #[error("temperature {value}: expected a positive finite number")]
+    BadTemperature {
+        /// The value.
+        value: f64,
+    },
     /// A block whose row count differs from its subset's label count.
     #[error("block `{block}`: {subset} features have {rows} rows but there are {labels} {subset} labels (expected equal)")]
     BlockLabelRows {

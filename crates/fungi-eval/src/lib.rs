@@ -2,7 +2,9 @@
 //!
 //! The paper's evaluation protocols on in-memory `f64` features: kNN ([`evaluate`], [`knn`]),
 //! the linear probe ([`evaluate_linear_probe`], [`LogisticRegression`], [`linear_probe`]) and
-//! revisited Oxford / Paris retrieval ([`retrieval_map`], [`compute_map`], [`GroundTruth`]).
+//! revisited Oxford / Paris retrieval ([`retrieval_map`], [`compute_map`], [`GroundTruth`]) and
+//! the pieces of HummingBird in-context segmentation ([`segmentation`]: patch labels, label
+//! transfer from a memory bank, upsampling, mIoU).
 //!
 //! The kNN protocol of the paper (`no-train-all-gain/train_knn_concat_grads.py` as run by
 //! `jobs/concat.job`): every block L2-normalised per row, blocks concatenated in order, PCA fitted
@@ -22,6 +24,7 @@ mod matrix;
 mod metrics;
 mod probe;
 mod retrieval;
+pub mod segmentation;
 mod split;
 
 use burn::prelude::*;

@@ -369,6 +369,13 @@ fn states_round_trip_and_bad_inputs_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("latent_dim"), "{e}");
+    // No views, views of another size.
+    let e = ex
+        .features_from_views(vec![], &[], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least one"), "{e}");
+    assert!(ex.features_from_views(vec![0.0; 10], &[0], None).is_err());
     // Not ready, empty support, sizes.
     let mut fresh = DenseExtractor::new(golden_vit(), settings("blocks.3.attn.proj", 2)).unwrap();
     let e = fresh

@@ -47,7 +47,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
         let s = self.support.as_ref().expect("ready");
         crate::search::nearest(
             tokens,
-            &s.bank,
+            &s.index,
             self.settings.dense.neighbours,
             self.search_budget,
         )
@@ -150,7 +150,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     /// [a_t, 1]))))`, CLS (and any register) dropped. `kept` as for [`DenseExtractor::per_token`].
     ///
     /// # Errors
-    /// As [`DenseExtractor::per_token`]; a view count that is not whole.
+    /// As [`DenseExtractor::per_token`]; no view, or a view count that is not whole.
     pub fn features_from_views(
         &self,
         views: Vec<f32>,
@@ -159,10 +159,10 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     ) -> Result<Tensor<B::InnerBackend, 3>> {
         let s = self.settings.dense.image_size;
         let n = global_indices.len();
-        if views.len() != n * 3 * s * s {
+        if n == 0 || views.len() != n * 3 * s * s {
             return Err(Error::Mismatch {
                 what: "dense view values".into(),
-                expected: format!("{} ({n} views of 3x{s}x{s})", n * 3 * s * s),
+                expected: format!("{} ({n} views of 3x{s}x{s}, at least one)", n * 3 * s * s),
                 found: views.len().to_string(),
             });
         }

@@ -67,7 +67,7 @@ pub fn paper_transform(img: &RgbImage, size: u32) -> Vec<f32> {
 #[derive(Debug, Clone)]
 struct Support<B: AutodiffVitOps> {
     rows: StateTensor,
-    bank: Tensor<B::InnerBackend, 2>,
+    index: search::SupportIndex<B::InnerBackend>,
     latents: Tensor<B::InnerBackend, 2>,
 }
 
@@ -308,7 +308,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
                 shape: vec![m, e],
                 data,
             },
-            bank,
+            index: search::SupportIndex::new(&bank),
             latents,
         });
         Ok(())
