@@ -5,27 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use fungi::dataset::list_images;
 use fungi::{Dataset, Embedder, InputTransform, Stream};
-use fungi_aug::transforms::EvalTransform;
 use fungi_aug::DecodeOptions;
 use fungi_backbone::Vit;
 
 use crate::npy;
 use crate::{progress_bar, OnError};
-
-/// How images become network inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TransformKind {
-    /// The model's own eval transform (timm `pretrained_cfg`, torchvision weights transforms,
-    /// a transformers image processor's `preprocessor`): resize, center crop, its mean / std.
-    /// The default when the arch has one.
-    Model,
-    /// DINO / fungivision eval: short side 256 (PIL bicubic), center crop 224, ImageNet
-    /// normalisation. The default for archs without a transform of their own.
-    Eval,
-    /// The image as is (normalised with the model's mean / std, ImageNet's when it has none);
-    /// images of equal size are batched together.
-    None,
-}
 
 /// Arguments of `fungi embed`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +32,7 @@ pub struct EmbedArgs {
     pub out: PathBuf,
     /// Input transform (default: `model` when the arch carries its own, else `eval`).
     #[arg(long, value_enum)]
-    pub transform: Option<TransformKind>,
+    pub transform: Option<fungi::InputChoice>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -91,28 +75,7 @@ pub fn run<B: fungi_backbone::VitOps>(
     let (files, problems) =
         list_images(&args.images, args.on_error == OnError::Fail).map_err(crate::listing_hint)?;
     tracing::info!(images = files.len(), arch = %arch, "embedding");
-    let kind = args.transform.unwrap_or(if config.transform.is_some() {
-        TransformKind::Model
-    } else {
-        TransformKind::Eval
-    });
-    let eval = match (kind, &config.transform) {
-        (TransformKind::Model, None) => bail!(
-            "--transform model: the architecture {} carries no eval transform of its own (a timm \
-             `pretrained_cfg`, torchvision `transforms` or Hugging Face `preprocessor` in its \
-             JSON); use --transform eval",
-            arch
-        ),
-        (TransformKind::Model | TransformKind::None, Some(t)) => *t,
-        _ => EvalTransform::default(),
-    };
-    let input = match kind {
-        TransformKind::None => InputTransform::AsIs {
-            mean: eval.mean,
-            std: eval.std,
-        },
-        TransformKind::Eval | TransformKind::Model => InputTransform::Eval(eval),
-    };
+    let input = InputTransform::choose(args.transform, config.transform.as_ref(), &arch)?;
     let embedder = Embedder::new(model, input);
     let e = embedder.dim();
     let ds = Dataset::from_files(Path::new(""), files.clone()).with_decode_options(DecodeOptions {

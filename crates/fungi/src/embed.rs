@@ -13,6 +13,24 @@ use rayon::prelude::*;
 use crate::dataset::ImageSource;
 use crate::pipeline::{run, Rows, Stream};
 
+/// Which input transform to use (`fungi embed --transform`), resolved against an architecture
+/// by [`InputTransform::choose`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum InputChoice {
+    /// The model's own eval transform (timm `pretrained_cfg`, torchvision weights transforms,
+    /// a transformers image processor's `preprocessor`): resize, center crop, its mean / std.
+    /// The default when the arch has one.
+    Model,
+    /// DINO / fungivision eval: short side 256 (PIL bicubic), center crop 224, ImageNet
+    /// normalisation. The default for archs without a transform of their own.
+    Eval,
+    /// The image as is (normalised with the model's mean / std, ImageNet's when it has none);
+    /// images of equal size are batched together.
+    None,
+}
+
 /// How images become network inputs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum InputTransform {
@@ -26,6 +44,48 @@ pub enum InputTransform {
         /// Channel standard deviations.
         std: [f32; 3],
     },
+}
+
+impl InputTransform {
+    /// The transform `choice` names for an architecture whose own eval transform is `model`
+    /// (default choice: [`InputChoice::Model`] when it has one, else [`InputChoice::Eval`]).
+    ///
+    /// # Errors
+    /// [`InputChoice::Model`] for an architecture without a transform of its own (`arch`
+    /// names it in the message).
+    pub fn choose(
+        choice: Option<InputChoice>,
+        model: Option<&EvalTransform>,
+        arch: &str,
+    ) -> Result<Self> {
+        let choice = choice.unwrap_or(if model.is_some() {
+            InputChoice::Model
+        } else {
+            InputChoice::Eval
+        });
+        let eval = match (choice, model) {
+            (InputChoice::Model, None) => {
+                return Err(Error::Config {
+                    key: "transform".into(),
+                    value: "model".into(),
+                    expected: format!(
+                        "an architecture with an eval transform of its own (a timm \
+                         `pretrained_cfg`, torchvision `transforms` or Hugging Face \
+                         `preprocessor` in its JSON); {arch} has none: use eval"
+                    ),
+                })
+            }
+            (InputChoice::Model | InputChoice::None, Some(t)) => *t,
+            _ => EvalTransform::default(),
+        };
+        Ok(match choice {
+            InputChoice::None => InputTransform::AsIs {
+                mean: eval.mean,
+                std: eval.std,
+            },
+            InputChoice::Eval | InputChoice::Model => InputTransform::Eval(eval),
+        })
+    }
 }
 
 /// Embeds images with a backbone (no objective, no gradient).

@@ -41,7 +41,7 @@ mod features;
 pub mod layout;
 pub mod pipeline;
 pub use dataset::{Dataset, ImageSource};
-pub use embed::{Embedder, InputTransform};
+pub use embed::{Embedder, InputChoice, InputTransform};
 pub use facade::{Block, Features, Fungi, FungiBuilder, Unprepared};
 pub use pipeline::{Rows, Stream};
 
