@@ -43,8 +43,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     /// # Errors
     /// No support bank, or a token of another width.
     pub fn neighbours(&self, tokens: Tensor<B::InnerBackend, 2>) -> Result<Vec<u32>> {
-        self.ready()?;
-        let s = self.support.as_ref().expect("ready");
+        let s = self.support_bank()?;
         crate::search::nearest(
             tokens,
             &s.index,
@@ -64,8 +63,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
         neighbours: &[u32],
         kept: &[usize],
     ) -> Result<Tensor<B::InnerBackend, 2>> {
-        self.ready()?;
-        let s = self.support.as_ref().expect("ready");
+        let s = self.support_bank()?;
         if let Some(&bad) = kept.iter().find(|&&i| i >= neighbours.len()) {
             return Err(Error::Mismatch {
                 what: "kept negatives".into(),

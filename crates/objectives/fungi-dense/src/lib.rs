@@ -319,12 +319,14 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     /// # Errors
     /// [`Error::NotReady`].
     pub fn ready(&self) -> Result<()> {
-        match self.support {
-            Some(_) => Ok(()),
-            None => Err(Error::NotReady {
-                objective: "dense".into(),
-                missing: "support bank (build it from support images or load a state)".into(),
-            }),
-        }
+        self.support_bank().map(|_| ())
+    }
+
+    /// The support bank, or [`Error::NotReady`].
+    fn support_bank(&self) -> Result<&Support<B>> {
+        self.support.as_ref().ok_or_else(|| Error::NotReady {
+            objective: "dense".into(),
+            missing: "support bank (build it from support images or load a state)".into(),
+        })
     }
 }
