@@ -6,15 +6,18 @@
 //! No Burn dependency: outputs are CHW `f32` buffers ready to become a tensor batch.
 #![warn(missing_docs)]
 
+pub mod color;
 pub mod crop;
 pub mod decode;
 mod error;
+pub mod mask;
 pub mod multicrop;
 pub mod normalize;
 pub mod patchify;
 pub mod resample;
 pub mod transforms;
 
+pub use color::{ColorJitter, JitterParams};
 pub use crop::{CropBox, RandomResizedCrop};
 pub use decode::{check_not_empty, decode_rgb, decode_rgb_bytes, DecodeOptions, MAX_IMAGE_PIXELS};
 pub use error::{DecodeError, Error, Limit, Result};

@@ -6,6 +6,7 @@ mod dense;
 mod embed;
 mod extract;
 mod fetch;
+mod hummingbird;
 mod inputs;
 mod inspect;
 mod knn;
@@ -54,6 +55,9 @@ enum Command {
     /// features (chunked, resumable, shardable).
     Dense(dense::DenseArgs),
     /// Download the official weights of architecture presets into the cache (prints paths).
+    /// HummingBird in-context segmentation (mIoU) of dense FUNGI or of the patch tokens on a
+    /// Pascal VOC folder or image / mask folders.
+    Hummingbird(Box<hummingbird::HummingbirdArgs>),
     Fetch(fetch::FetchArgs),
     /// Merge the outputs of `extract --shard i/n` runs.
     Merge(merge::MergeArgs),
@@ -122,6 +126,7 @@ fn run<B: fungi_backbone::VitOps>(cli: &Cli, device: B::Device) -> Result<()> {
         Command::Embed(a) => embed::run::<B>(a, &device, p),
         Command::Extract(a) => extract::run::<burn::backend::Autodiff<B>>(a, &device, p),
         Command::Dense(a) => dense::run::<burn::backend::Autodiff<B>>(a, &device, p),
+        Command::Hummingbird(a) => hummingbird::run::<burn::backend::Autodiff<B>>(a, &device, p),
         Command::Fetch(a) => fetch::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Knn(a) => knn::run::<B>(a, &device),

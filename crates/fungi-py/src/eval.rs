@@ -252,6 +252,91 @@ fn eval_retrieval_map(
 }
 
 /// The probe's default candidate `λ` (`fungi_eval::default_lambdas`).
+/// `(bytes, n, a, b)`: a little-endian array of `n × a × b` values of `width` bytes.
+type Array3<'py> = (Bound<'py, PyBytes>, usize, usize, usize);
+
+fn array3<T>(
+    arg: &str,
+    a: &Array3<'_>,
+    width: usize,
+    read: impl Fn(&[u8]) -> T,
+) -> PyResult<Vec<T>> {
+    let bytes = a.0.as_bytes();
+    let want =
+        a.1.checked_mul(a.2)
+            .and_then(|n| n.checked_mul(a.3))
+            .and_then(|n| n.checked_mul(width));
+    if want != Some(bytes.len()) {
+        return Err(PyValueError::new_err(format!(
+            "{arg}: {} bytes for a {} x {} x {} array of {width}-byte values",
+            bytes.len(),
+            a.1,
+            a.2,
+            a.3
+        )));
+    }
+    Ok(bytes.chunks_exact(width).map(read).collect())
+}
+
+/// HummingBird on given features: `train` / `val` features `[N, P, D]` (float32), masks
+/// `[N, H, W]` (uint8), the patch grid, and the settings as JSON. Returns the report as JSON
+/// and the validation predictions `[N_val, H, W]` as bytes.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn eval_hummingbird<'py>(
+    py: Python<'py>,
+    train: Array3<'py>,
+    train_masks: Array3<'py>,
+    val: Array3<'py>,
+    val_masks: Array3<'py>,
+    grid: (usize, usize),
+    settings: &str,
+) -> PyResult<(String, Bound<'py, PyBytes>)> {
+    use fungi::hummingbird::{evaluate_features, FeatureSplit, HummingbirdSettings};
+    let settings: HummingbirdSettings = {
+        let de = &mut serde_json::Deserializer::from_str(settings);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| PyValueError::new_err(format!("{}: {}", e.path(), e.inner())))?
+    };
+    let f32s = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    let tf = array3("train", &train, 4, f32s)?;
+    let vf = array3("val", &val, 4, f32s)?;
+    let tm = array3("train_masks", &train_masks, 1, |c| c[0])?;
+    let vm = array3("val_masks", &val_masks, 1, |c| c[0])?;
+    if train.3 != val.3 {
+        return Err(PyValueError::new_err(format!(
+            "val: {} features per patch, train has {}",
+            val.3, train.3
+        )));
+    }
+    let dim = train.3;
+    let (report, preds) = guarded_with(
+        py,
+        || {
+            evaluate_features::<Knn>(
+                FeatureSplit {
+                    features: &tf,
+                    masks: &tm,
+                    images: train.1,
+                    mask_size: (train_masks.2, train_masks.3),
+                },
+                FeatureSplit {
+                    features: &vf,
+                    masks: &vm,
+                    images: val.1,
+                    mask_size: (val_masks.2, val_masks.3),
+                },
+                grid,
+                dim,
+                &settings,
+                &Default::default(),
+            )
+        },
+        |e| PyValueError::new_err(e.to_string()),
+    )?;
+    Ok((json(&report)?, PyBytes::new(py, &preds)))
+}
+
 #[pyfunction]
 fn eval_default_lambdas() -> Vec<f64> {
     fungi_eval::default_lambdas()
@@ -261,6 +346,7 @@ fn eval_default_lambdas() -> Vec<f64> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(eval_default_lambdas, m)?)?;
     m.add_function(wrap_pyfunction!(eval_knn, m)?)?;
+    m.add_function(wrap_pyfunction!(eval_hummingbird, m)?)?;
     m.add_function(wrap_pyfunction!(eval_linear_probe, m)?)?;
     m.add_function(wrap_pyfunction!(eval_retrieval_map, m)?)?;
     Ok(())

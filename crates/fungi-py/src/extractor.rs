@@ -32,7 +32,7 @@ fn lock(e: &Mutex<Engine>) -> std::sync::MutexGuard<'_, Engine> {
 }
 
 /// The architecture: a preset name or JSON file, or a dict (a torch module's description).
-fn architecture(arch: &Bound<'_, PyAny>, source: &str) -> PyResult<VitConfig> {
+pub(crate) fn architecture(arch: &Bound<'_, PyAny>, source: &str) -> PyResult<VitConfig> {
     if let Ok(name) = arch.extract::<String>() {
         return VitConfig::from_preset_or_file(&name).map_err(|e| py_err(&e));
     }
@@ -42,7 +42,10 @@ fn architecture(arch: &Bound<'_, PyAny>, source: &str) -> PyResult<VitConfig> {
 }
 
 /// A state dict handed over as `[(key, float32 numpy array)]` (one copy, no file).
-fn state_dict(tensors: Vec<(String, Bound<'_, PyAny>)>, source: &str) -> PyResult<StateDict> {
+pub(crate) fn state_dict(
+    tensors: Vec<(String, Bound<'_, PyAny>)>,
+    source: &str,
+) -> PyResult<StateDict> {
     let mut out = BTreeMap::new();
     for (key, obj) in tensors {
         let arr = obj.downcast::<PyArrayDyn<f32>>().map_err(|_| {
@@ -71,7 +74,7 @@ fn state_dict(tensors: Vec<(String, Bound<'_, PyAny>)>, source: &str) -> PyResul
     })
 }
 
-fn on_error(s: &str) -> PyResult<OnError> {
+pub(crate) fn on_error(s: &str) -> PyResult<OnError> {
     match s {
         "fail" => Ok(OnError::Fail),
         "skip" => Ok(OnError::Skip),
@@ -82,7 +85,7 @@ fn on_error(s: &str) -> PyResult<OnError> {
 }
 
 /// The Python exception an item raised, else the library error as a Python exception.
-fn stream_err(src: &PySource, e: Error) -> PyErr {
+pub(crate) fn stream_err(src: &PySource, e: Error) -> PyErr {
     src.python_error(&e).unwrap_or_else(|| py_err(&e))
 }
 

@@ -4,12 +4,14 @@
 //! one dataset item into RGB bytes or a path (`_fetch`); this side holds the library's facade
 //! on the chosen device (`engine.rs`: flex, or CUDA when built with it), reads datasets item by
 //! item through the one pipeline (`source.rs`) and hands feature rows to numpy without a copy
-//! (`extractor.rs`), every call with the GIL released; `eval.rs` holds the functions behind
+//! (`extractor.rs`; `dense.rs` the same for dense FUNGI, `fungi_rs.DenseFUNGI`), every call with
+//! the GIL released; `eval.rs` holds the functions behind
 //! `fungi_rs.eval` (the evaluation protocols of `fungi-eval`). Errors become `FileNotFoundError` (a missing file anywhere in the
 //! cause chain) or `ValueError` (everything else, with the library's message naming the key,
 //! file or value); a Rust panic becomes `RuntimeError` and never unwinds into the interpreter.
 #![warn(missing_docs)]
 
+mod dense;
 mod engine;
 mod eval;
 mod extractor;
@@ -66,6 +68,8 @@ fn guarded_with<T: Send, E: Send>(
 #[pymodule]
 fn _fungi_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<extractor::Extractor>()?;
+    m.add_class::<dense::Dense>()?;
+    m.add_function(wrap_pyfunction!(dense::preset_names, m)?)?;
     m.add_function(wrap_pyfunction!(extractor::fetch_weights, m)?)?;
     m.add("HAS_CUDA", cfg!(feature = "cuda"))?;
     eval::register(m)?;

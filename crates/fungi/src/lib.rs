@@ -38,6 +38,7 @@ pub mod dense;
 pub mod embed;
 mod facade;
 mod features;
+pub mod hummingbird;
 pub mod layout;
 pub mod pipeline;
 pub use dataset::{Dataset, ImageSource};

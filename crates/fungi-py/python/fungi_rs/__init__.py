@@ -14,6 +14,8 @@ cache of ``fungi fetch``) or ``FUNGIWrapper(weights="x.pth", arch="dino_vitb16")
 Images are PIL images (any mode, converted like PIL's ``.convert("RGB")``), HxWx3 uint8 arrays,
 uint8 torch tensors (CxHxW as torchvision reads them, or HxWx3), or paths (decoded in Rust);
 ``(image, label)`` pairs, as a torch Dataset yields them, are accepted too.
+
+Dense (per-patch) FUNGI, ``fungi dense`` from Python: ``DenseFUNGI`` (fungi_rs/dense.py).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from . import _fungi_rs
 from . import eval  # noqa: A004  (fungi_rs.eval: kNN, linear probe, retrieval mAP)
 
 __version__ = _fungi_rs.__version__
-__all__ = ["FUNGIWrapper", "KLConfig", "DINOConfig", "SimCLRConfig", "DeepClusterConfig"]
+__all__ = ["FUNGIWrapper", "DenseFUNGI", "KLConfig", "DINOConfig", "SimCLRConfig", "DeepClusterConfig"]
 
 
 @dataclass
@@ -422,3 +424,7 @@ class FUNGIWrapper:
     def device(self) -> str:
         """The compute device (``cpu``, ``cuda:N``)."""
         return self._ex.device
+
+
+# Last: fungi_rs.dense uses the helpers above.
+from .dense import DenseFUNGI  # noqa: E402

@@ -4,6 +4,7 @@
     pred = fe.knn(train, train_labels, test, k=20, pca=256)              # numpy int64 [n_test]
     r = fe.linear_probe(train, train_labels, test, test_labels, pca=256)  # dict: accuracy, lambda, ...
     m = fe.retrieval_map(db, queries, "gnd_roxford5k.pkl", pca=512)       # dict: map_medium, ...
+    s = fe.hummingbird(train_feats, train_masks, val_feats, val_masks)    # dict: miou, per_class_iou, ...
 
 Feature matrices are 2-D numpy arrays (any real dtype, computed in float64) or torch tensors
 (read with ``.detach().cpu()``; torch itself is not imported). Each matrix is one block of the
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import _fungi_rs
 
-__all__ = ["knn", "linear_probe", "retrieval_map", "default_lambdas", "FEW_SHOT_LAMBDA"]
+__all__ = ["knn", "linear_probe", "retrieval_map", "hummingbird", "default_lambdas", "FEW_SHOT_LAMBDA"]
 
 #: ``λ`` of the few-shot probe (no validation there).
 FEW_SHOT_LAMBDA = 5e-5
@@ -195,3 +196,92 @@ def retrieval_map(db: Any, queries: Any, gnd: Any, pca: Optional[int] = None) ->
         "ap_hard": np.asarray(r["ap_hard"], dtype=np.float64),
         "pca": r["pca"],
     }
+
+
+def _features3(x: Any, name: str, grid: Optional[Tuple[int, int]]) -> Tuple[np.ndarray, Tuple[int, int]]:
+    a = _array(x)
+    if a.ndim == 4:
+        g = (int(a.shape[1]), int(a.shape[2]))
+        if grid is not None and tuple(grid) != g:
+            raise ValueError(f"{name}: grid {tuple(grid)} given but the features' grid is {g}")
+        a = a.reshape(a.shape[0], g[0] * g[1], a.shape[3])
+    elif a.ndim == 3:
+        if grid is None:
+            side = int(round(math.sqrt(a.shape[1])))
+            if side * side != a.shape[1]:
+                raise ValueError(f"{name}: {a.shape[1]} patches are not a square grid; pass grid=(rows, cols)")
+            g = (side, side)
+        else:
+            g = (int(grid[0]), int(grid[1]))
+            if g[0] * g[1] != a.shape[1]:
+                raise ValueError(f"{name}: grid {g} has {g[0] * g[1]} patches, the features {a.shape[1]}")
+    else:
+        raise ValueError(f"{name}: expected [images, patches, features] or [images, rows, cols, features], found shape {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected real numbers, found dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype="<f4"), g
+
+
+def _masks(x: Any, name: str, images: int, of: str) -> np.ndarray:
+    a = _array(x)
+    if a.ndim != 3:
+        raise ValueError(f"{name}: expected [images, height, width] class ids, found shape {a.shape}")
+    if a.shape[0] != images:
+        raise ValueError(f"{name}: {a.shape[0]} masks for the {images} images of {of}")
+    if a.dtype.kind not in "iub":
+        raise ValueError(f"{name}: expected integer class ids, found dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(f"{name}: class ids must lie in 0..255 (255 = ignored), found {a.min()}..{a.max()}")
+    return np.ascontiguousarray(a, dtype=np.uint8)
+
+
+def hummingbird(train_features: Any, train_masks: Any, val_features: Any, val_masks: Any, *,
+                num_classes: int = 21, k: int = 30, temperature: float = 0.02,
+                memory_size: int = 102_400, index: str = "auto", ef_search: int = 128,
+                ef_construction: int = 100, recall_queries: int = 2048, seed: int = 0,
+                grid: Optional[Tuple[int, int]] = None, return_predictions: bool = False) -> Dict[str, Any]:
+    """HummingBird in-context segmentation on patch features (``fungi hummingbird``'s core).
+
+    ``train_features`` / ``val_features``: ``[N, P, D]`` (a square grid, or pass ``grid``) or
+    ``[N, rows, cols, D]``, e.g. ``DenseFUNGI(...)(images)`` of augmented training images and of
+    validation images resized to the features' image size. ``train_masks`` / ``val_masks``:
+    ``[N, H, W]`` class ids (255 ignored) of the same images, ``H`` and ``W`` whole multiples
+    of the grid (``H / rows`` = ``W / cols`` = the patch size).
+
+    The memory keeps ``memory_size // N`` patches of each training image (rare classes first,
+    as the paper samples them) with their soft labels; each validation patch takes its ``k``
+    nearest memory patches by cosine (``index``: ``"exact"``, ``"hnsw"`` or ``"auto"``),
+    weighted by ``softmax(cos / temperature)``; the labels are upsampled bilinearly to ``H x W``
+    and compared with the masks. Returns a dict: ``miou`` (classes present), ``miou_all_classes``
+    (the paper's mean over all classes), ``per_class_iou``, ``pixel_accuracy``,
+    ``memory_rows``, ``index``, ``recall`` (of an approximate index, measured on
+    ``recall_queries`` patches), and with ``return_predictions`` the predicted class ids
+    ``[N_val, H, W]`` (uint8) under ``"predictions"``.
+    """
+    tf, g = _features3(train_features, "train_features", grid)
+    vf, _ = _features3(val_features, "val_features", g)
+    if tf.shape[2] != vf.shape[2]:
+        raise ValueError(f"val_features: {vf.shape[2]} features per patch, train_features have {tf.shape[2]}")
+    tm = _masks(train_masks, "train_masks", tf.shape[0], "train_features")
+    vm = _masks(val_masks, "val_masks", vf.shape[0], "val_features")
+    if index not in ("auto", "exact", "hnsw"):
+        raise ValueError(f"index: expected 'auto', 'exact' or 'hnsw', found {index!r}")
+    settings = {
+        "num_classes": _positive(num_classes, "num_classes"),
+        "k": _positive(k, "k"),
+        "temperature": float(temperature),
+        "memory_size": _positive(memory_size, "memory_size"),
+        "index": index,
+        "hnsw": {"ef_search": _positive(ef_search, "ef_search"),
+                 "ef_construction": _positive(ef_construction, "ef_construction")},
+        "recall_queries": int(recall_queries),
+        "seed": int(seed),
+    }
+    report, preds = _fungi_rs.eval_hummingbird(
+        (tf.tobytes(), *tf.shape), (tm.tobytes(), *tm.shape),
+        (vf.tobytes(), *vf.shape), (vm.tobytes(), *vm.shape),
+        g, json.dumps(settings))
+    out: Dict[str, Any] = json.loads(report)
+    if return_predictions:
+        out["predictions"] = np.frombuffer(preds, dtype=np.uint8).reshape(vm.shape).copy()
+    return out
