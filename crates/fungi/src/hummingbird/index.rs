@@ -1,10 +1,10 @@
 //! Nearest memory patches: exact (one GEMM per block of queries and memory, then a top-k, on the
-//! backend: [`fungi_dense::search`]) or approximate (an HNSW graph from `instant-distance`),
+//! backend: [`fungi_dense::search`]) or approximate (an HNSW graph from `hnsw_rs`),
 //! and the label transfer of HummingBird (softmax over the `k` neighbours of `cos / τ`).
 
 use burn::prelude::*;
 use fungi_dense::search::{nearest, SupportIndex, DEFAULT_SEARCH_BUDGET};
-use instant_distance::{Builder, Hnsw, Point, Search};
+use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,8 @@ pub enum IndexChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HnswSettings {
+    /// Links per point and layer (`M`, at most 256).
+    pub max_connections: usize,
     /// Candidates kept while building.
     pub ef_construction: usize,
     /// Candidates kept while searching (at least `k`).
@@ -37,33 +39,46 @@ pub struct HnswSettings {
 impl Default for HnswSettings {
     fn default() -> Self {
         Self {
+            max_connections: 16,
             ef_construction: 100,
             ef_search: 128,
         }
     }
 }
 
-#[derive(Clone)]
-struct Row(Box<[f32]>);
+/// Dot product with 8 independent partial sums, so that the compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
 
-impl Point for Row {
-    fn distance(&self, other: &Self) -> f32 {
-        // Rows are unit vectors: 1 − cos orders as the cosine does.
-        1.0 - self
-            .0
-            .iter()
-            .zip(other.0.iter())
-            .map(|(a, b)| a * b)
-            .sum::<f32>()
+/// `max(0, 1 − a·b)`: on unit rows it orders as the cosine does (anndists' `DistDot` asserts
+/// instead of clamping the rounding of nearly equal rows).
+#[derive(Debug, Clone, Copy, Default)]
+struct UnitCosine;
+
+impl Distance<f32> for UnitCosine {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
     }
 }
 
 enum Search_<B: Backend> {
     Exact(SupportIndex<B>),
     Hnsw {
-        graph: Hnsw<Row>,
-        /// Memory row of each graph point.
-        row_of: Vec<u32>,
+        graph: Box<Hnsw<'static, f32, UnitCosine>>,
         ef_search: usize,
     },
 }
@@ -97,7 +112,8 @@ fn upload<B: Backend>(rows: &[f32], dim: usize, device: &B::Device) -> Tensor<B,
 
 impl<B: Backend> LabelIndex<B> {
     /// Indexes `bank`: exact, or HNSW (`choice` Auto picks exact while the rows take at most
-    /// `exact_max_bytes`). The HNSW graph is seeded by `seed`.
+    /// `exact_max_bytes`). The HNSW graph is built in parallel, so its links (and an
+    /// approximate search's results) may differ from run to run; the exact search does not.
     ///
     /// # Errors
     /// An empty bank.
@@ -106,7 +122,6 @@ impl<B: Backend> LabelIndex<B> {
         choice: IndexChoice,
         exact_max_bytes: u64,
         hnsw: HnswSettings,
-        seed: u64,
         device: &B::Device,
     ) -> Result<Self> {
         if bank.is_empty() {
@@ -124,19 +139,22 @@ impl<B: Backend> LabelIndex<B> {
         let search = if exact {
             Search_::Exact(SupportIndex::new(&upload::<B>(&rows, dim, device)))
         } else {
-            let points: Vec<Row> = rows.chunks(dim).map(|r| Row(r.into())).collect();
-            let (graph, ids) = Builder::default()
-                .ef_construction(hnsw.ef_construction.max(1))
-                .ef_search(hnsw.ef_search.max(1))
-                .seed(seed)
-                .build_hnsw(points);
-            let mut row_of = vec![0u32; ids.len()];
-            for (r, id) in ids.iter().enumerate() {
-                row_of[id.into_inner() as usize] = r as u32;
+            let m = hnsw.max_connections;
+            if !(2..=256).contains(&m) {
+                return Err(HummingbirdError::Setting {
+                    key: "hnsw.max_connections".into(),
+                    value: m.to_string(),
+                    expected: "2 to 256".into(),
+                });
             }
+            let n = rows.len() / dim.max(1);
+            let mut graph =
+                Hnsw::<f32, UnitCosine>::new(m, n, 16, hnsw.ef_construction.max(1), UnitCosine);
+            let items: Vec<(&[f32], usize)> = rows.chunks(dim).zip(0..).collect();
+            graph.parallel_insert_slice(&items);
+            graph.set_searching_mode(true);
             Search_::Hnsw {
-                graph,
-                row_of,
+                graph: Box::new(graph),
                 ef_search: hnsw.ef_search,
             }
         };
@@ -219,11 +237,7 @@ impl<B: Backend> LabelIndex<B> {
         let n = self.check(queries, k)?;
         match &self.search {
             Search_::Exact(_) => self.exact_neighbours(queries, k),
-            Search_::Hnsw {
-                graph,
-                row_of,
-                ef_search,
-            } => {
+            Search_::Hnsw { graph, ef_search } => {
                 if *ef_search < k {
                     return Err(HummingbirdError::Setting {
                         key: "hnsw.ef_search".into(),
@@ -233,11 +247,12 @@ impl<B: Backend> LabelIndex<B> {
                 }
                 let lists: Vec<Result<Vec<u32>>> = queries
                     .par_chunks(self.dim)
-                    .map_init(Search::default, |search, q| {
+                    .map(|q| {
                         let found: Vec<u32> = graph
-                            .search(&Row(q.into()), search)
+                            .search(q, k, *ef_search)
+                            .into_iter()
                             .take(k)
-                            .map(|item| row_of[item.pid.into_inner() as usize])
+                            .map(|nb| nb.d_id as u32)
                             .collect();
                         if found.len() < k {
                             return Err(HummingbirdError::Setting {
@@ -351,14 +366,13 @@ mod tests {
             IndexChoice::Auto,
             1 << 30,
             HnswSettings::default(),
-            0,
             &dev,
         )
         .unwrap();
         assert_eq!(exact.kind(), "exact");
         assert_eq!(exact.recall(&q, 10).unwrap(), 1.0);
         let approx =
-            LabelIndex::<B>::build(bank, IndexChoice::Auto, 0, HnswSettings::default(), 0, &dev)
+            LabelIndex::<B>::build(bank, IndexChoice::Auto, 0, HnswSettings::default(), &dev)
                 .unwrap();
         assert_eq!(approx.kind(), "hnsw");
         let r = approx.recall(&q, 10).unwrap();

@@ -247,6 +247,13 @@ impl HummingbirdSettings {
         if self.augmentation_epochs == 0 {
             return bad("augmentation_epochs", "0".into(), "at least 1 pass");
         }
+        if !(2..=256).contains(&self.hnsw.max_connections) {
+            return bad(
+                "hnsw.max_connections",
+                self.hnsw.max_connections.to_string(),
+                "2 to 256",
+            );
+        }
         if self.hnsw.ef_search < self.k && self.index != IndexChoice::Exact {
             return bad(
                 "hnsw.ef_search",
@@ -594,7 +601,7 @@ pub fn evaluate<B: Backend>(
     let (_, t_mem) = timed(t0, ());
     report(Phase::Index, 0, 1);
     let t1 = Instant::now();
-    let index = LabelIndex::<B>::build(bank, s.index, s.exact_max_bytes, s.hnsw, s.seed, device)?;
+    let index = LabelIndex::<B>::build(bank, s.index, s.exact_max_bytes, s.hnsw, device)?;
     let (_, t_index) = timed(t1, ());
     report(Phase::Index, 1, 1);
     let t2 = Instant::now();
@@ -744,7 +751,7 @@ pub fn evaluate_features<B: Backend>(
     }
     let t_mem = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let index = LabelIndex::<B>::build(bank, s.index, s.exact_max_bytes, s.hnsw, s.seed, device)?;
+    let index = LabelIndex::<B>::build(bank, s.index, s.exact_max_bytes, s.hnsw, device)?;
     let t_index = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let mut scorer = Scorer::new(&index, s);
