@@ -9,17 +9,15 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use fungi::backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
-use fungi::core::tensor_file;
 use fungi::dataset::Dataset;
 use fungi::dense::{DenseExtractor, DenseManifest, DenseRun, DenseSettings};
 use fungi::layout::{
-    chunk_path, sha256_file, shard_chunks, Extras, OutDir, Skipped, CHUNKS_DIR, RUN_FILE,
-    SETUP_SKIPPED_FILE, STATE_FILE,
+    chunk_path, sha256_file, shard_chunks, Extras, OutDir, Skipped, SETUP_SKIPPED_FILE, STATE_FILE,
 };
 use sha2::{Digest, Sha256};
 
 use crate::extract::{
-    identity_differences, open_out_as, parse_shard, same_file, write_chunks, ChunkPlan,
+    open_out_as, parse_shard, resume_check, same_file, start, write_chunks, ChunkPlan, Start,
 };
 use crate::{progress_bar, OnError};
 
@@ -253,29 +251,22 @@ pub fn run<B: AutodiffVitOps>(
         feature_dim: ex.feature_dim(),
         precision,
     };
-    if resuming {
-        if let Some(prev) = &existing.run {
-            let d = identity_differences(prev, &run)?;
-            if !d.is_empty() {
-                bail!(
-                    "--resume: this command differs from the run recorded in {} (expected = recorded, found = now):\n  {}\nnothing was changed; resume with the original settings, or choose another --out",
-                    args.out.join(RUN_FILE).display(),
-                    d.join("\n  ")
-                );
-            }
-        }
-        if let Some(m) = &existing.manifest {
-            if m.run == run && m.chunks == chunks && m.shard == p.shard {
-                eprintln!(
-                    "{} is already complete ({} rows): nothing to do",
-                    args.out.display(),
-                    m.shape[0]
-                );
-                return Ok(());
-            }
-        }
+    if resume_check(&args.out, &existing, resuming, &run, |m: &DenseManifest| {
+        (m.run == run && m.chunks == chunks && m.shard == p.shard).then_some(m.shape[0])
+    })? {
+        return Ok(());
     }
-    start(args, &run, &state_bytes, &support_skipped, resuming)?;
+    start(
+        &args.out,
+        &run,
+        Start {
+            state_bytes: &state_bytes,
+            skipped: &support_skipped,
+            resuming,
+            state_given: args.state.is_some(),
+            save_state: args.save_state.as_deref(),
+        },
+    )?;
     let plan = ChunkPlan {
         chunk_size: run.chunk_size,
         dataset_len: run.dataset_len,
@@ -293,43 +284,6 @@ pub fn run<B: AutodiffVitOps>(
         |stream, sink| fungi::dense::stream(&ex, &p.ds, stream, sink),
     )?;
     report(args, &out, &p.ds, &run, chunks, p.shard)
-}
-
-/// Writes `run.json`, the state, the support skips and `--save-state`.
-fn start(
-    args: &DenseArgs,
-    run: &DenseRun,
-    state_bytes: &[u8],
-    support_skipped: &[Skipped],
-    resuming: bool,
-) -> Result<()> {
-    let out = &args.out;
-    std::fs::create_dir_all(out.join(CHUNKS_DIR))
-        .with_context(|| format!("creating {}", out.join(CHUNKS_DIR).display()))?;
-    tensor_file::write_bytes_atomic(
-        &out.join(RUN_FILE),
-        (serde_json::to_string_pretty(run)? + "\n").as_bytes(),
-    )?;
-    let state_path = out.join(STATE_FILE);
-    if std::fs::read(&state_path).ok().as_deref() != Some(state_bytes) {
-        tensor_file::write_bytes_atomic(&state_path, state_bytes)?;
-    }
-    let skip_file = out.join(SETUP_SKIPPED_FILE);
-    if !support_skipped.is_empty() {
-        tensor_file::write_bytes_atomic(
-            &skip_file,
-            serde_json::to_string_pretty(support_skipped)?.as_bytes(),
-        )?;
-    } else if !(resuming && args.state.is_none()) {
-        let _ = std::fs::remove_file(&skip_file);
-    }
-    if let Some(p) = &args.save_state {
-        if !same_file(p, &state_path) {
-            tensor_file::write_bytes_atomic(p, state_bytes)
-                .with_context(|| format!("--save-state {}", p.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes the final outputs and the manifest, removes the chunks (unless `--keep-chunks`).

@@ -317,43 +317,63 @@ fn identity<B: AutodiffVitOps>(
         format: args.format,
         precision,
     };
+    let done = resume_check(&args.out, existing, resuming, &run, |m: &Manifest| {
+        (m.run == run && m.chunks == chunks && m.shard == p.shard).then_some(m.rows)
+    })?;
+    Ok((!done).then_some(run))
+}
+
+/// With `--resume`: refuses a run whose identity differs from the one recorded in `out`
+/// (naming every setting that differs); returns true when the recorded manifest says the run
+/// is already complete (`complete` gives its row count then), after saying so.
+pub(crate) fn resume_check<R: serde::Serialize, M>(
+    out: &Path,
+    existing: &Existing<R, M>,
+    resuming: bool,
+    run: &R,
+    complete: impl Fn(&M) -> Option<usize>,
+) -> Result<bool> {
     if !resuming {
-        return Ok(Some(run));
+        return Ok(false);
     }
     if let Some(prev) = &existing.run {
-        let d = identity_differences(prev, &run)?;
+        let d = identity_differences(prev, run)?;
         if !d.is_empty() {
             bail!(
                 "--resume: this command differs from the run recorded in {} (expected = recorded, found = now):\n  {}\nnothing was changed; resume with the original settings, or choose another --out",
-                args.out.join(RUN_FILE).display(),
+                out.join(RUN_FILE).display(),
                 d.join("\n  ")
             );
         }
     }
-    if let Some(m) = &existing.manifest {
-        if m.run == run && m.chunks == chunks && m.shard == p.shard {
-            eprintln!(
-                "{} is already complete ({} rows): nothing to do",
-                args.out.display(),
-                m.rows
-            );
-            return Ok(None);
-        }
+    if let Some(rows) = existing.manifest.as_ref().and_then(complete) {
+        eprintln!(
+            "{} is already complete ({rows} rows): nothing to do",
+            out.display()
+        );
+        return Ok(true);
     }
-    Ok(Some(run))
+    Ok(false)
+}
+
+/// What [`start`] writes besides the run's identity.
+pub(crate) struct Start<'a> {
+    /// The state's bytes (`state.safetensors`).
+    pub state_bytes: &'a [u8],
+    /// Images the setup (or support bank) skipped.
+    pub skipped: &'a [Skipped],
+    /// Whether this continues a run in `--out`.
+    pub resuming: bool,
+    /// Whether the state came from `--state` (not from the run being resumed).
+    pub state_given: bool,
+    /// `--save-state`.
+    pub save_state: Option<&'a Path>,
 }
 
 /// Every check passed: writes `run.json` first (if the state write then fails, the next run
 /// finds a start with nothing computed, which never blocks it), the state, the setup's skips
 /// and `--save-state`.
-fn start(
-    args: &ExtractArgs,
-    run: &RunIdentity,
-    state_bytes: &[u8],
-    setup_skipped: &[Skipped],
-    resuming: bool,
-) -> Result<()> {
-    let out = &args.out;
+pub(crate) fn start<R: serde::Serialize>(out: &Path, run: &R, s: Start<'_>) -> Result<()> {
     std::fs::create_dir_all(out.join(CHUNKS_DIR))
         .with_context(|| format!("creating {}", out.join(CHUNKS_DIR).display()))?;
     tensor_file::write_bytes_atomic(
@@ -361,22 +381,22 @@ fn start(
         (serde_json::to_string_pretty(run)? + "\n").as_bytes(),
     )?;
     let state_path = out.join(STATE_FILE);
-    if std::fs::read(&state_path).ok().as_deref() != Some(state_bytes) {
-        tensor_file::write_bytes_atomic(&state_path, state_bytes)?;
+    if std::fs::read(&state_path).ok().as_deref() != Some(s.state_bytes) {
+        tensor_file::write_bytes_atomic(&state_path, s.state_bytes)?;
     }
     let setup_file = out.join(SETUP_SKIPPED_FILE);
-    if !setup_skipped.is_empty() {
+    if !s.skipped.is_empty() {
         tensor_file::write_bytes_atomic(
             &setup_file,
-            serde_json::to_string_pretty(setup_skipped)?.as_bytes(),
+            serde_json::to_string_pretty(s.skipped)?.as_bytes(),
         )?;
-    } else if !(resuming && args.state.is_none()) {
+    } else if !s.resuming || s.state_given {
         // No setup skips in this run's state (a stale list from an abandoned start goes).
         let _ = std::fs::remove_file(&setup_file);
     }
-    if let Some(p) = &args.save_state {
+    if let Some(p) = s.save_state {
         if !same_file(p, &state_path) {
-            tensor_file::write_bytes_atomic(p, state_bytes)
+            tensor_file::write_bytes_atomic(p, s.state_bytes)
                 .with_context(|| format!("--save-state {}", p.display()))?;
         }
     }
@@ -560,7 +580,17 @@ pub fn run<B: AutodiffVitOps>(
     else {
         return Ok(());
     };
-    start(args, &run, &state_bytes, &setup_skipped, resuming)?;
+    start(
+        &args.out,
+        &run,
+        Start {
+            state_bytes: &state_bytes,
+            skipped: &setup_skipped,
+            resuming,
+            state_given: args.state.is_some(),
+            save_state: args.save_state.as_deref(),
+        },
+    )?;
     extract_chunks(args, &out, &p.ds, &fungi, &run, chunks)?;
     report(args, &out, &p.ds, &fungi, &run, chunks, p.shard)
 }
