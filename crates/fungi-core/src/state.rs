@@ -69,11 +69,48 @@ pub struct StateFile {
 
 /// Reads a state file.
 pub fn read(path: &Path) -> Result<StateFile> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    parse(&read_bytes(path)?, path)
+}
+
+/// A state file's bytes ([`Error::Io`] naming it).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&bytes, path)
+    })
+}
+
+impl StateFile {
+    /// The `config` metadata as JSON ([`Error::Format`] naming `path` when it is missing).
+    pub fn config(&self, path: &Path) -> Result<serde_json::Value> {
+        self.metadata
+            .get("config")
+            .and_then(|c| serde_json::from_str(c).ok())
+            .ok_or_else(|| Error::Format {
+                path: path.into(),
+                reason: "missing `config` metadata".into(),
+            })
+    }
+}
+
+/// Refuses a state whose `config` (`theirs`) differs from `mine` in one of `keys`, naming the
+/// file and the key: the settings every state records (target layer and shape, token size).
+pub fn require_same(
+    theirs: &serde_json::Value,
+    mine: &serde_json::Value,
+    keys: &[&str],
+    path: &Path,
+) -> Result<()> {
+    for key in keys {
+        if theirs[key] != mine[key] {
+            return Err(Error::Mismatch {
+                what: format!("{}: `{key}`", path.display()),
+                expected: mine[key].to_string(),
+                found: theirs[key].to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Parses a state file's bytes (`path` names it in errors). Every float must be finite.

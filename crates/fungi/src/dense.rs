@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 pub use fungi_dense::*;
 
 use crate::dataset::{ImageSource, ListingProblem};
-use crate::layout::{chunk_path, npy, read_chunk, Extras, LayoutError, Skipped, MANIFEST_FILE};
+use crate::layout::{
+    find_chunk, npy, read_chunk, read_json, Extras, LayoutError, Skipped, MANIFEST_FILE,
+};
 use crate::pipeline::{run, PrepareFn, Rows, Stream};
 
 /// `run.json` of a dense run: what a `--resume` must match.
@@ -67,11 +69,7 @@ impl DenseRun {
     }
     /// Global indices of chunk `c`: `[c·C, min((c+1)·C, N))`.
     pub fn chunk_range(&self, c: usize) -> std::ops::Range<usize> {
-        let start = c.saturating_mul(self.chunk_size).min(self.dataset_len);
-        start
-            ..c.saturating_add(1)
-                .saturating_mul(self.chunk_size)
-                .min(self.dataset_len)
+        crate::layout::chunk_range(c, self.chunk_size, self.dataset_len)
     }
     /// Values of one image's features, `P · (E + K)` (a chunk row).
     pub fn row_len(&self) -> usize {
@@ -110,21 +108,6 @@ impl DenseManifest {
     pub fn read(dir: &Path) -> Result<Self, LayoutError> {
         read_json(&dir.join(MANIFEST_FILE), "dense manifest")
     }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    what: &'static str,
-) -> Result<T, LayoutError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| LayoutError::Invalid {
-        path: path.to_path_buf(),
-        what,
-        reason: e.to_string(),
-    })
 }
 
 /// Runs `stream` over `source` through the dense extractor and hands each batch's rows
@@ -171,20 +154,7 @@ pub fn finish(
     extras: &Extras,
 ) -> Result<DenseManifest, LayoutError> {
     let dim = run.row_len();
-    let find = |c: usize| {
-        chunk_dirs
-            .iter()
-            .map(|d| chunk_path(d, c))
-            .find(|p| p.exists())
-            .ok_or_else(|| LayoutError::MissingChunk {
-                chunk: c,
-                looked: chunk_dirs
-                    .iter()
-                    .map(|d| d.join("chunks").display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-    };
+    let find = |c: usize| find_chunk(chunk_dirs, c);
     // First pass: indices, labels and skips (small); the features are streamed in a second.
     let (mut indices, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for c in a..b {

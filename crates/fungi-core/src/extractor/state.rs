@@ -76,39 +76,25 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
     /// (whatever the file records) — naming what differs. All or nothing: on any error the
     /// extractor is unchanged.
     pub fn load_state(&mut self, path: &Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        self.load_state_bytes(&bytes, path)
+        self.load_state_bytes(&state::read_bytes(path)?, path)
     }
 
     /// [`FungiExtractor::load_state`] from the file's bytes (`path` names it in errors).
     pub fn load_state_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
         let st = state::parse(bytes, path)?;
-        let cfg: serde_json::Value = st
-            .metadata
-            .get("config")
-            .and_then(|c| serde_json::from_str(c).ok())
-            .ok_or_else(|| Error::Format {
-                path: path.into(),
-                reason: "missing `config` metadata".into(),
-            })?;
+        let cfg = st.config(path)?;
         let mine = self.state_config();
         let mismatch = |what: &str, expected: String, found: String| Error::Mismatch {
             what: format!("{}: {what}", path.display()),
             expected,
             found,
         };
-        for key in ["target_layer", "target_shape", "embed_dim"] {
-            if cfg[key] != mine[key] {
-                return Err(mismatch(
-                    &format!("`{key}`"),
-                    mine[key].to_string(),
-                    cfg[key].to_string(),
-                ));
-            }
-        }
+        state::require_same(
+            &cfg,
+            &mine,
+            &["target_layer", "target_shape", "embed_dim"],
+            path,
+        )?;
         // Settings the state depends on, where the file records them.
         for key in ["seed", "projection_dim"] {
             let theirs = &cfg["extractor"][key];

@@ -122,11 +122,7 @@ impl RunIdentity {
     }
     /// Global indices of chunk `c`: `[c·C, min((c+1)·C, N))`.
     pub fn chunk_range(&self, c: usize) -> std::ops::Range<usize> {
-        let start = c.saturating_mul(self.chunk_size).min(self.dataset_len);
-        start
-            ..c.saturating_add(1)
-                .saturating_mul(self.chunk_size)
-                .min(self.dataset_len)
+        chunk_range(c, self.chunk_size, self.dataset_len)
     }
 }
 
@@ -242,7 +238,33 @@ pub enum LayoutError {
     },
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(
+/// Global indices of chunk `c` of chunks of `chunk_size` over `len` images:
+/// `[c·C, min((c+1)·C, N))`.
+pub fn chunk_range(c: usize, chunk_size: usize, len: usize) -> std::ops::Range<usize> {
+    let start = c.saturating_mul(chunk_size).min(len);
+    start..c.saturating_add(1).saturating_mul(chunk_size).min(len)
+}
+
+/// The chunk file of chunk `c` in the first of `dirs` that holds it.
+///
+/// # Errors
+/// [`LayoutError::MissingChunk`] naming every `chunks/` folder looked in.
+pub fn find_chunk(dirs: &[PathBuf], c: usize) -> Result<PathBuf, LayoutError> {
+    dirs.iter()
+        .map(|d| chunk_path(d, c))
+        .find(|p| p.exists())
+        .ok_or_else(|| LayoutError::MissingChunk {
+            chunk: c,
+            looked: dirs
+                .iter()
+                .map(|d| d.join("chunks").display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Reads a JSON layout file, naming it on error.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(
     path: &Path,
     what: &'static str,
 ) -> Result<T, LayoutError> {

@@ -7,7 +7,7 @@ use fungi_core::tensor_file::{self, TensorBytes};
 use serde::{Deserialize, Serialize};
 
 use super::chunk::read_chunk;
-use super::{chunk_path, npy, Format, LayoutError, Manifest, RunIdentity, Skipped, MANIFEST_FILE};
+use super::{npy, Format, LayoutError, Manifest, RunIdentity, Skipped, MANIFEST_FILE};
 use crate::dataset::ListingProblem;
 use crate::Block;
 
@@ -122,18 +122,7 @@ pub fn finish(
     let (mut features, mut indices, mut labels, mut skipped) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for c in a..b {
-        let p = chunk_dirs
-            .iter()
-            .map(|d| chunk_path(d, c))
-            .find(|p| p.exists())
-            .ok_or_else(|| LayoutError::MissingChunk {
-                chunk: c,
-                looked: chunk_dirs
-                    .iter()
-                    .map(|d| d.join("chunks").display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let p = super::find_chunk(chunk_dirs, c)?;
         let ch = read_chunk(&p, dim, run.chunk_range(c))?;
         features.extend(ch.features);
         indices.extend(ch.indices);

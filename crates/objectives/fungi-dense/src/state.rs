@@ -70,11 +70,7 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     /// # Errors
     /// As [`DenseExtractor::load_state_bytes`]; the file cannot be read.
     pub fn load_state(&mut self, path: &Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        self.load_state_bytes(&bytes, path)
+        self.load_state_bytes(&state::read_bytes(path)?, path)
     }
 
     /// Loads projection, head and support bank (rows used as stored: they are L2-normalised
@@ -88,29 +84,19 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
     /// setting or tensor that does not fit.
     pub fn load_state_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
         let st = state::parse(bytes, path)?;
-        let cfg: serde_json::Value = st
-            .metadata
-            .get("config")
-            .and_then(|c| serde_json::from_str(c).ok())
-            .ok_or_else(|| Error::Format {
-                path: path.into(),
-                reason: "missing `config` metadata".into(),
-            })?;
+        let cfg = st.config(path)?;
         let mine = self.state_config();
         let mismatch = |what: &str, expected: String, found: String| Error::Mismatch {
             what: format!("{}: {what}", path.display()),
             expected,
             found,
         };
-        for key in ["target_layer", "target_shape", "embed_dim"] {
-            if cfg[key] != mine[key] {
-                return Err(mismatch(
-                    &format!("`{key}`"),
-                    mine[key].to_string(),
-                    cfg[key].to_string(),
-                ));
-            }
-        }
+        state::require_same(
+            &cfg,
+            &mine,
+            &["target_layer", "target_shape", "embed_dim"],
+            path,
+        )?;
         if !cfg["seed"].is_null() && cfg["seed"] != mine["seed"] {
             return Err(mismatch(
                 "`seed` (the state was made with another seed; use the same seed, or make a new state)",
