@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use fungi::backbone::{AutodiffVitOps, Precision, Vit, VitConfig};
+use fungi::backbone::{AutodiffVitOps, Precision, Vit};
 use fungi::dataset::Dataset;
 use fungi::dense::{DenseExtractor, DenseManifest, DenseRun, DenseSettings};
 use fungi::layout::{
-    chunk_path, sha256_file, shard_chunks, Extras, OutDir, Skipped, SETUP_SKIPPED_FILE, STATE_FILE,
+    chunk_path, shard_chunks, Extras, OutDir, Skipped, SETUP_SKIPPED_FILE, STATE_FILE,
 };
 use sha2::{Digest, Sha256};
 
 use crate::extract::{
-    open_out_as, parse_shard, resume_check, same_file, start, write_chunks, ChunkPlan, Start,
+    open_out_as, resume_check, start, write_chunks, ChunkPlan, InputArgs, RunInputs, Start,
 };
 use crate::{progress_bar, OnError};
 
@@ -82,72 +82,43 @@ const NO_SUPPORT: &str = "no support bank: pass --support DIR (images whose patc
 /// The command's inputs, checked before `--out` is touched.
 struct Plan {
     settings: DenseSettings,
-    chunk: usize,
-    shard: Option<(usize, usize)>,
-    ds: Dataset,
-    arch: VitConfig,
-    weights: PathBuf,
-    weights_sha256: String,
-    decode: fungi::aug::DecodeOptions,
+    inputs: RunInputs,
 }
 
 fn plan(args: &DenseArgs) -> Result<Plan> {
-    if args.chunk_size == 0 {
-        bail!("--chunk-size 0: expected at least 1 image per chunk");
-    }
     let settings = match &args.config {
         Some(p) => DenseSettings::from_file(p)?,
         None => DenseSettings::default(),
     };
-    let bs = settings.batch_size;
-    let chunk = args
-        .chunk_size
-        .div_ceil(bs)
-        .checked_mul(bs)
-        .with_context(|| format!("--chunk-size {}: too large", args.chunk_size))?;
-    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     if args.state.is_none() && args.support.is_none() && !args.resume {
         bail!(NO_SUPPORT);
     }
-    if let (Some(s), Some(p)) = (&args.state, &args.save_state) {
-        if same_file(s, p) {
-            bail!(
-                "--save-state {} is the --state file itself: nothing to save (drop --save-state)",
-                p.display()
-            );
-        }
-    }
-    let decode = fungi::aug::DecodeOptions {
+    let inputs = RunInputs::check(InputArgs {
+        chunk_size: args.chunk_size,
+        batch_size: settings.batch_size,
+        shard: args.shard.as_deref(),
+        state: args.state.as_deref(),
+        save_state: args.save_state.as_deref(),
+        images: &args.images,
+        labels: args.labels.as_deref(),
+        on_error: args.on_error,
         apply_exif_orientation: args.apply_exif_orientation,
-        ..Default::default()
-    };
-    let ds = Dataset::load(
-        &args.images,
-        args.labels.as_deref(),
-        args.on_error == OnError::Fail,
-    )
-    .map_err(crate::listing_hint)?
-    .with_decode_options(decode);
-    let (weights, arch_name) = crate::fetch::resolve_weights(&args.weights, args.arch.as_deref())?;
-    let arch = crate::rgb_arch(&arch_name)?;
-    if !settings.dense.image_size.is_multiple_of(arch.patch_size) {
+        weights: &args.weights,
+        arch: args.arch.as_deref(),
+    })?;
+    if !settings
+        .dense
+        .image_size
+        .is_multiple_of(inputs.arch.patch_size)
+    {
         bail!(
-            "[dense] image_size = {}: must be a multiple of the patch size {} of {arch_name}",
+            "[dense] image_size = {}: must be a multiple of the patch size {} of {}",
             settings.dense.image_size,
-            arch.patch_size
+            inputs.arch.patch_size,
+            inputs.arch_name
         );
     }
-    let weights_sha256 = sha256_file(&weights)?;
-    Ok(Plan {
-        settings,
-        chunk,
-        shard,
-        ds,
-        arch,
-        weights,
-        weights_sha256,
-        decode,
-    })
+    Ok(Plan { settings, inputs })
 }
 
 /// The extractor with its support bank: `--state`, the resumed run's state, or `--support`
@@ -178,7 +149,7 @@ fn ready<B: AutodiffVitOps>(
     let support = Dataset::load(dir, None, args.on_error == OnError::Fail)
         .map_err(crate::listing_hint)
         .with_context(|| format!("--support {} (the support bank's images)", dir.display()))?
-        .with_decode_options(p.decode);
+        .with_decode_options(p.inputs.decode);
     if support.files.is_empty() {
         bail!(
             "--support {}: no images (an empty support bank has no negatives)",
@@ -225,11 +196,11 @@ pub fn run<B: AutodiffVitOps>(
     precision: Precision,
 ) -> Result<()> {
     let p = plan(args)?;
-    let vit = Vit::<B>::from_file(&p.arch, &p.weights, device)?;
+    let vit = Vit::<B>::from_file(&p.inputs.arch, &p.inputs.weights, device)?;
     let mut ex = DenseExtractor::new(vit, p.settings.clone())?;
     ex.set_prefix_precision(precision)?;
-    let total = p.ds.len().div_ceil(p.chunk);
-    let chunks = match p.shard {
+    let total = p.inputs.ds.len().div_ceil(p.inputs.chunk);
+    let chunks = match p.inputs.shard {
         Some((i, n)) => shard_chunks(i, n, total),
         None => (0, total),
     };
@@ -239,20 +210,20 @@ pub fn run<B: AutodiffVitOps>(
     let run = DenseRun {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         settings: p.settings.clone(),
-        arch: p.arch.clone(),
-        weights_sha256: p.weights_sha256.clone(),
-        dataset_sha256: p.ds.listing_hash(),
-        dataset_len: p.ds.len(),
-        classes: p.ds.classes.clone(),
+        arch: p.inputs.arch.clone(),
+        weights_sha256: p.inputs.weights_sha256.clone(),
+        dataset_sha256: p.inputs.ds.listing_hash(),
+        dataset_len: p.inputs.ds.len(),
+        classes: p.inputs.ds.classes.clone(),
         state_sha256: format!("{:x}", Sha256::digest(&state_bytes)),
         projection_fingerprint: ex.projection().fingerprint(),
-        chunk_size: p.chunk,
+        chunk_size: p.inputs.chunk,
         patches: ex.patches(),
         feature_dim: ex.feature_dim(),
         precision,
     };
     if resume_check(&args.out, &existing, resuming, &run, |m: &DenseManifest| {
-        (m.run == run && m.chunks == chunks && m.shard == p.shard).then_some(m.shape[0])
+        (m.run == run && m.chunks == chunks && m.shard == p.inputs.shard).then_some(m.shape[0])
     })? {
         return Ok(());
     }
@@ -277,13 +248,13 @@ pub fn run<B: AutodiffVitOps>(
     write_chunks(
         &args.out,
         &out,
-        &p.ds,
+        &p.inputs.ds,
         &plan,
         chunks,
         "dense",
-        |stream, sink| fungi::dense::stream(&ex, &p.ds, stream, sink),
+        |stream, sink| fungi::dense::stream(&ex, &p.inputs.ds, stream, sink),
     )?;
-    report(args, &out, &p.ds, &run, chunks, p.shard)
+    report(args, &out, &p.inputs.ds, &run, chunks, p.inputs.shard)
 }
 
 /// Writes the final outputs and the manifest, removes the chunks (unless `--keep-chunks`).

@@ -113,20 +113,97 @@ pub struct ExtractArgs {
 /// The command's inputs, checked: configuration, chunking, dataset, architecture, weights.
 struct Plan {
     cfg: FungiConfig,
-    chunk: usize,
-    shard: Option<(usize, usize)>,
-    ds: Dataset,
-    arch: VitConfig,
-    weights: PathBuf,
-    weights_sha256: String,
+    inputs: RunInputs,
+}
+
+/// What a run of `fungi extract` or `fungi dense` reads, checked before `--out` is touched.
+pub(crate) struct RunInputs {
+    /// Images per chunk (a multiple of the batch size).
+    pub chunk: usize,
+    /// `--shard i/n`.
+    pub shard: Option<(usize, usize)>,
+    /// The dataset.
+    pub ds: Dataset,
+    /// The architecture and its name.
+    pub arch: VitConfig,
+    pub arch_name: String,
+    /// The weights file and its SHA-256.
+    pub weights: PathBuf,
+    pub weights_sha256: String,
+    /// Decoding options of the dataset's images.
+    pub decode: fungi::aug::DecodeOptions,
+}
+
+/// The arguments [`RunInputs::check`] reads.
+pub(crate) struct InputArgs<'a> {
+    pub chunk_size: usize,
+    pub batch_size: usize,
+    pub shard: Option<&'a str>,
+    pub state: Option<&'a Path>,
+    pub save_state: Option<&'a Path>,
+    pub images: &'a Path,
+    pub labels: Option<&'a Path>,
+    pub on_error: OnError,
+    pub apply_exif_orientation: bool,
+    pub weights: &'a Path,
+    pub arch: Option<&'a str>,
+}
+
+impl RunInputs {
+    /// Chunking, shard, `--save-state` ≠ `--state`, the dataset listing, the architecture and
+    /// the weights (fetched by preset name if need be, hashed).
+    pub(crate) fn check(a: InputArgs<'_>) -> Result<Self> {
+        if a.chunk_size == 0 {
+            bail!("--chunk-size 0: expected at least 1 image per chunk");
+        }
+        let bs = a.batch_size.max(1);
+        let chunk = a
+            .chunk_size
+            .div_ceil(bs)
+            .checked_mul(bs)
+            .filter(|&c| c <= isize::MAX as usize / 8)
+            .with_context(|| {
+                format!(
+                    "--chunk-size {}: too large (at most {} images per chunk)",
+                    a.chunk_size,
+                    isize::MAX as usize / 8 / bs * bs
+                )
+            })?;
+        let shard = a.shard.map(parse_shard).transpose()?;
+        if let (Some(s), Some(p)) = (a.state, a.save_state) {
+            if same_file(s, p) {
+                bail!(
+                    "--save-state {} is the --state file itself: nothing to save (drop --save-state)",
+                    p.display()
+                );
+            }
+        }
+        let decode = fungi::aug::DecodeOptions {
+            apply_exif_orientation: a.apply_exif_orientation,
+            ..Default::default()
+        };
+        let ds = Dataset::load(a.images, a.labels, a.on_error == OnError::Fail)
+            .map_err(crate::listing_hint)?
+            .with_decode_options(decode);
+        let (weights, arch_name) = crate::fetch::resolve_weights(a.weights, a.arch)?;
+        let arch = crate::rgb_arch(&arch_name)?;
+        let weights_sha256 = sha256_file(&weights)?;
+        Ok(Self {
+            chunk,
+            shard,
+            ds,
+            arch,
+            arch_name,
+            weights,
+            weights_sha256,
+            decode,
+        })
+    }
 }
 
 /// Everything validated — arguments, configuration, dataset, weights — before `--out` is
 /// touched.
 fn plan(args: &ExtractArgs) -> Result<Plan> {
-    if args.chunk_size == 0 {
-        bail!("--chunk-size 0: expected at least 1 image per chunk");
-    }
     let mut cfg = match &args.config {
         Some(p) => FungiConfig::from_file(p)?,
         None => FungiConfig::preset(args.preset.unwrap_or(fungi::Preset::Fungivision)),
@@ -134,51 +211,20 @@ fn plan(args: &ExtractArgs) -> Result<Plan> {
     if let Some(t) = args.transform {
         cfg.extractor.transform = t;
     }
-    let bs = cfg.extractor.batch_size;
-    let chunk = args
-        .chunk_size
-        .div_ceil(bs)
-        .checked_mul(bs)
-        .filter(|&c| c <= isize::MAX as usize / 8)
-        .with_context(|| {
-            format!(
-                "--chunk-size {}: too large (at most {} images per chunk)",
-                args.chunk_size,
-                isize::MAX as usize / 8 / bs * bs
-            )
-        })?;
-    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    if let (Some(s), Some(p)) = (&args.state, &args.save_state) {
-        if same_file(s, p) {
-            bail!(
-                "--save-state {} is the --state file itself: nothing to save (drop --save-state)",
-                p.display()
-            );
-        }
-    }
-    let decode = fungi::aug::DecodeOptions {
+    let inputs = RunInputs::check(InputArgs {
+        chunk_size: args.chunk_size,
+        batch_size: cfg.extractor.batch_size,
+        shard: args.shard.as_deref(),
+        state: args.state.as_deref(),
+        save_state: args.save_state.as_deref(),
+        images: &args.images,
+        labels: args.labels.as_deref(),
+        on_error: args.on_error,
         apply_exif_orientation: args.apply_exif_orientation,
-        ..Default::default()
-    };
-    let ds = Dataset::load(
-        &args.images,
-        args.labels.as_deref(),
-        args.on_error == OnError::Fail,
-    )
-    .map_err(crate::listing_hint)?
-    .with_decode_options(decode);
-    let (weights, arch_name) = crate::fetch::resolve_weights(&args.weights, args.arch.as_deref())?;
-    let arch = crate::rgb_arch(&arch_name)?;
-    let weights_sha256 = sha256_file(&weights)?;
-    Ok(Plan {
-        cfg,
-        chunk,
-        shard,
-        ds,
-        arch,
-        weights,
-        weights_sha256,
-    })
+        weights: &args.weights,
+        arch: args.arch.as_deref(),
+    })?;
+    Ok(Plan { cfg, inputs })
 }
 
 /// Takes `--out` for this process (one writer per run directory) and reads what it holds;
@@ -306,19 +352,19 @@ fn identity<B: AutodiffVitOps>(
     let run = RunIdentity {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         config: p.cfg.clone(),
-        arch: p.arch.clone(),
-        weights_sha256: p.weights_sha256.clone(),
-        dataset_sha256: p.ds.listing_hash(),
-        dataset_len: p.ds.len(),
-        classes: p.ds.classes.clone(),
+        arch: p.inputs.arch.clone(),
+        weights_sha256: p.inputs.weights_sha256.clone(),
+        dataset_sha256: p.inputs.ds.listing_hash(),
+        dataset_len: p.inputs.ds.len(),
+        classes: p.inputs.ds.classes.clone(),
         state_sha256: format!("{:x}", Sha256::digest(state_bytes)),
         projection_fingerprint: fungi.extractor().projection().fingerprint(),
-        chunk_size: p.chunk,
+        chunk_size: p.inputs.chunk,
         format: args.format,
         precision,
     };
     let done = resume_check(&args.out, existing, resuming, &run, |m: &Manifest| {
-        (m.run == run && m.chunks == chunks && m.shard == p.shard).then_some(m.rows)
+        (m.run == run && m.chunks == chunks && m.shard == p.inputs.shard).then_some(m.rows)
     })?;
     Ok((!done).then_some(run))
 }
@@ -551,7 +597,7 @@ pub fn run<B: AutodiffVitOps>(
     precision: Precision,
 ) -> Result<()> {
     let p = plan(args)?;
-    let vit = Vit::<B>::from_file(&p.arch, &p.weights, device)?;
+    let vit = Vit::<B>::from_file(&p.inputs.arch, &p.inputs.weights, device)?;
     let mut builder = Fungi::<B>::builder(device)
         .backbone(vit)
         .config(p.cfg.clone())
@@ -562,13 +608,13 @@ pub fn run<B: AutodiffVitOps>(
         builder = builder.prepare_ahead(true);
     }
     let unprepared = builder.build()?;
-    let total = p.ds.len().div_ceil(p.chunk);
-    let chunks = match p.shard {
+    let total = p.inputs.ds.len().div_ceil(p.inputs.chunk);
+    let chunks = match p.inputs.shard {
         Some((i, n)) => shard_chunks(i, n, total),
         None => (0, total),
     };
     let (out, existing, resuming) = open_out(args)?;
-    let (fungi, state_bytes, setup_skipped) = ready(args, &p.ds, unprepared, resuming)?;
+    let (fungi, state_bytes, setup_skipped) = ready(args, &p.inputs.ds, unprepared, resuming)?;
     let Some(run) = identity(
         args,
         &p,
@@ -591,8 +637,16 @@ pub fn run<B: AutodiffVitOps>(
             save_state: args.save_state.as_deref(),
         },
     )?;
-    extract_chunks(args, &out, &p.ds, &fungi, &run, chunks)?;
-    report(args, &out, &p.ds, &fungi, &run, chunks, p.shard)
+    extract_chunks(args, &out, &p.inputs.ds, &fungi, &run, chunks)?;
+    report(
+        args,
+        &out,
+        &p.inputs.ds,
+        &fungi,
+        &run,
+        chunks,
+        p.inputs.shard,
+    )
 }
 
 /// Writes the final outputs and the manifest, removes the chunks (unless `--keep-chunks`) and
