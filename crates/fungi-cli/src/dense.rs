@@ -17,26 +17,16 @@ use fungi::layout::{
 use sha2::{Digest, Sha256};
 
 use crate::extract::{
-    open_out_as, resume_check, start, write_chunks, ChunkPlan, InputArgs, RunInputs, Start,
+    open_out_as, resume_check, start, write_chunks, ChunkPlan, RunArgs, RunInputs, Start,
 };
 use crate::{progress_bar, OnError};
 
 /// Arguments of `fungi dense`.
 #[derive(Debug, clap::Args)]
 pub struct DenseArgs {
-    /// Backbone weights (.pth state dict, .safetensors or .onnx), or a preset name of
-    /// `fungi fetch --list`.
-    #[arg(long)]
-    pub weights: PathBuf,
-    /// Architecture preset or JSON config (default: the preset named by `--weights`).
-    #[arg(long)]
-    pub arch: Option<String>,
-    /// Dataset: an ImageFolder directory, a plain folder, or a text file listing image paths.
-    #[arg(long)]
-    pub images: PathBuf,
-    /// Optional `path,label` CSV (overrides ImageFolder labels).
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
+    /// Weights, dataset, output directory and run policy (shared with `fungi extract`).
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Settings (TOML or JSON): seed, target_layer, batch_size, projection_dim and the
     /// `[dense]` table (image_size, latent_dim, temperature, neighbours, drop,
     /// support_per_image). Default: the paper's full setting.
@@ -50,31 +40,10 @@ pub struct DenseArgs {
     /// L2-normalised patch tokens (all, or `support_per_image` each).
     #[arg(long)]
     pub support: Option<PathBuf>,
-    /// Also copy the state used to this path (pass it as `--state` to later runs).
-    #[arg(long)]
-    pub save_state: Option<PathBuf>,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
     /// Images per chunk written to disk (rounded up to a multiple of the batch size; a chunk
     /// holds P·(E+K) floats per image).
     #[arg(long, default_value_t = 16)]
     pub chunk_size: usize,
-    /// Continue an interrupted run in `--out`.
-    #[arg(long)]
-    pub resume: bool,
-    /// What to do with an image that cannot be decoded (dataset and support images).
-    #[arg(long, value_enum, default_value = "fail")]
-    pub on_error: OnError,
-    /// Process only shard `i/n` (0-based) of the chunks; `auto` as for `fungi extract`.
-    #[arg(long)]
-    pub shard: Option<String>,
-    /// Keep the chunk files after the final outputs are written.
-    #[arg(long)]
-    pub keep_chunks: bool,
-    /// Apply EXIF orientation (PIL does not).
-    #[arg(long)]
-    pub apply_exif_orientation: bool,
 }
 
 const NO_SUPPORT: &str = "no support bank: pass --support DIR (images whose patch tokens give each token its negatives) or --state FILE (a state with `dense.support`)";
@@ -90,22 +59,15 @@ fn plan(args: &DenseArgs) -> Result<Plan> {
         Some(p) => DenseSettings::from_file(p)?,
         None => DenseSettings::default(),
     };
-    if args.state.is_none() && args.support.is_none() && !args.resume {
+    if args.state.is_none() && args.support.is_none() && !args.run.resume {
         bail!(NO_SUPPORT);
     }
-    let inputs = RunInputs::check(InputArgs {
-        chunk_size: args.chunk_size,
-        batch_size: settings.batch_size,
-        shard: args.shard.as_deref(),
-        state: args.state.as_deref(),
-        save_state: args.save_state.as_deref(),
-        images: &args.images,
-        labels: args.labels.as_deref(),
-        on_error: args.on_error,
-        apply_exif_orientation: args.apply_exif_orientation,
-        weights: &args.weights,
-        arch: args.arch.as_deref(),
-    })?;
+    let inputs = RunInputs::check(
+        &args.run,
+        args.chunk_size,
+        settings.batch_size,
+        args.state.as_deref(),
+    )?;
     if !settings
         .dense
         .image_size
@@ -129,7 +91,7 @@ fn ready<B: AutodiffVitOps>(
     ex: &mut DenseExtractor<B>,
     resuming: bool,
 ) -> Result<(Vec<u8>, Vec<Skipped>)> {
-    let state_path = args.out.join(STATE_FILE);
+    let state_path = args.run.out.join(STATE_FILE);
     let read = |p: &Path, what: &str| {
         std::fs::read(p).with_context(|| format!("reading {what}{}", p.display()))
     };
@@ -146,7 +108,7 @@ fn ready<B: AutodiffVitOps>(
     let Some(dir) = &args.support else {
         bail!(NO_SUPPORT);
     };
-    let support = Dataset::load(dir, None, args.on_error == OnError::Fail)
+    let support = Dataset::load(dir, None, args.run.on_error == OnError::Fail)
         .map_err(crate::listing_hint)
         .with_context(|| format!("--support {} (the support bank's images)", dir.display()))?
         .with_decode_options(p.inputs.decode);
@@ -169,17 +131,17 @@ fn ready<B: AutodiffVitOps>(
             });
         }
     };
-    let skip_fn: Option<fungi::dense::SupportSkip<'_>> = match args.on_error {
+    let skip_fn: Option<fungi::dense::SupportSkip<'_>> = match args.run.on_error {
         OnError::Skip => Some(&skip),
         OnError::Fail => None,
     };
     let load = |i: usize| fungi::ImageSource::image(&support, i);
     let rows = ex
         .build_support(support.len(), &load, Some(&progress), skip_fn)
-        .map_err(|e| match (&e, args.on_error) {
+        .map_err(|e| match (&e, args.run.on_error) {
             (fungi::core::Error::Image(_), OnError::Fail) => anyhow::anyhow!(
                 "{e}\n(nothing was written to {}: replace the file with a readable image, or rerun with --on-error skip)",
-                args.out.display()
+                args.run.out.display()
             ),
             _ => anyhow::Error::from(e),
         })?;
@@ -204,8 +166,12 @@ pub fn run<B: AutodiffVitOps>(
         Some((i, n)) => shard_chunks(i, n, total),
         None => (0, total),
     };
-    let (out, existing, resuming) =
-        open_out_as(&args.out, args.resume, DenseRun::read, DenseManifest::read)?;
+    let (out, existing, resuming) = open_out_as(
+        &args.run.out,
+        args.run.resume,
+        DenseRun::read,
+        DenseManifest::read,
+    )?;
     let (state_bytes, support_skipped) = ready(args, &p, &mut ex, resuming)?;
     let run = DenseRun {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -222,20 +188,26 @@ pub fn run<B: AutodiffVitOps>(
         feature_dim: ex.feature_dim(),
         precision,
     };
-    if resume_check(&args.out, &existing, resuming, &run, |m: &DenseManifest| {
-        (m.run == run && m.chunks == chunks && m.shard == p.inputs.shard).then_some(m.shape[0])
-    })? {
+    if resume_check(
+        &args.run.out,
+        &existing,
+        resuming,
+        &run,
+        |m: &DenseManifest| {
+            (m.run == run && m.chunks == chunks && m.shard == p.inputs.shard).then_some(m.shape[0])
+        },
+    )? {
         return Ok(());
     }
     start(
-        &args.out,
+        &args.run.out,
         &run,
         Start {
             state_bytes: &state_bytes,
             skipped: &support_skipped,
             resuming,
             state_given: args.state.is_some(),
-            save_state: args.save_state.as_deref(),
+            save_state: args.run.save_state.as_deref(),
         },
     )?;
     let plan = ChunkPlan {
@@ -243,10 +215,10 @@ pub fn run<B: AutodiffVitOps>(
         dataset_len: run.dataset_len,
         batch_size: run.settings.batch_size,
         dim: run.row_len(),
-        on_error: args.on_error,
+        on_error: args.run.on_error,
     };
     write_chunks(
-        &args.out,
+        &args.run.out,
         &out,
         &p.inputs.ds,
         &plan,
@@ -266,7 +238,7 @@ fn report(
     (a, b): (usize, usize),
     shard: Option<(usize, usize)>,
 ) -> Result<()> {
-    let skip_file = args.out.join(SETUP_SKIPPED_FILE);
+    let skip_file = args.run.out.join(SETUP_SKIPPED_FILE);
     let extras = Extras {
         setup_skipped: match std::fs::read_to_string(&skip_file) {
             Ok(t) => serde_json::from_str(&t)
@@ -280,12 +252,12 @@ fn report(
         run,
         (a, b),
         shard,
-        std::slice::from_ref(&args.out),
+        std::slice::from_ref(&args.run.out),
         &extras,
     )?;
-    if !args.keep_chunks {
+    if !args.run.keep_chunks {
         for c in a..b {
-            let _ = std::fs::remove_file(chunk_path(&args.out, c));
+            let _ = std::fs::remove_file(chunk_path(&args.run.out, c));
         }
     }
     eprintln!(
@@ -295,7 +267,7 @@ fn report(
         m.shape[2],
         run.arch.embed_dim,
         run.feature_dim - run.arch.embed_dim,
-        args.out.display(),
+        args.run.out.display(),
         if m.skipped.is_empty() && m.support_skipped.is_empty() && m.not_listed.is_empty() {
             String::new()
         } else {

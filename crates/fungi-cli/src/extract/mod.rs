@@ -34,9 +34,9 @@ use existing::{inspect_out_as, Existing};
 
 use crate::{progress_bar, OnError};
 
-/// Arguments of `fungi extract`.
+/// The arguments `fungi extract` and `fungi dense` share.
 #[derive(Debug, clap::Args)]
-pub struct ExtractArgs {
+pub struct RunArgs {
     /// Backbone weights (.pth state dict, .safetensors or .onnx), or a preset name of
     /// `fungi fetch --list` (downloaded into the cache on first use).
     #[arg(long)]
@@ -51,31 +51,16 @@ pub struct ExtractArgs {
     /// Optional `path,label` CSV (overrides ImageFolder labels).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Configuration file (TOML or JSON): seed, target_layer, [[objective]] tables.
-    #[arg(long, conflicts_with = "preset")]
-    pub config: Option<PathBuf>,
-    /// A built-in configuration instead of `--config`.
-    #[arg(long, value_enum)]
-    pub preset: Option<fungi::Preset>,
-    /// Load the extractor state (projection, heads, negatives) of a training run.
-    #[arg(long)]
-    pub state: Option<PathBuf>,
-    /// Also copy the state used to this path (pass it as `--state` to the test run).
+    /// Also copy the state used to this path (pass it as `--state` to later runs).
     #[arg(long)]
     pub save_state: Option<PathBuf>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "npy")]
-    pub format: Format,
-    /// Images per chunk written to disk (rounded up to a multiple of the batch size).
-    #[arg(long, default_value_t = 256)]
-    pub chunk_size: usize,
     /// Continue an interrupted run in `--out`.
     #[arg(long)]
     pub resume: bool,
-    /// What to do with an image that cannot be decoded.
+    /// What to do with an image that cannot be decoded (dataset, and setup or support images).
     #[arg(long, value_enum, default_value = "fail")]
     pub on_error: OnError,
     /// Process only shard `i/n` (0-based) of the chunks; `auto` reads SLURM_ARRAY_TASK_ID /
@@ -88,6 +73,29 @@ pub struct ExtractArgs {
     /// Apply EXIF orientation (PIL and fungivision do not).
     #[arg(long)]
     pub apply_exif_orientation: bool,
+}
+
+/// Arguments of `fungi extract`.
+#[derive(Debug, clap::Args)]
+pub struct ExtractArgs {
+    /// Weights, dataset, output directory and run policy (shared with `fungi dense`).
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Configuration file (TOML or JSON): seed, target_layer, [[objective]] tables.
+    #[arg(long, conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// A built-in configuration instead of `--config`.
+    #[arg(long, value_enum)]
+    pub preset: Option<fungi::Preset>,
+    /// Load the extractor state (projection, heads, negatives) of a training run.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "npy")]
+    pub format: Format,
+    /// Images per chunk written to disk (rounded up to a multiple of the batch size).
+    #[arg(long, default_value_t = 256)]
+    pub chunk_size: usize,
     /// Where the random projection is kept during the run: auto (the CPU backends use the
     /// packed host copy; GPUs a dense device copy when it fits 2 GiB, else bit-packed words
     /// unpacked on the device), host, dense or packed. Features are the same up to float
@@ -134,43 +142,32 @@ pub(crate) struct RunInputs {
     pub decode: fungi::aug::DecodeOptions,
 }
 
-/// The arguments [`RunInputs::check`] reads.
-pub(crate) struct InputArgs<'a> {
-    pub chunk_size: usize,
-    pub batch_size: usize,
-    pub shard: Option<&'a str>,
-    pub state: Option<&'a Path>,
-    pub save_state: Option<&'a Path>,
-    pub images: &'a Path,
-    pub labels: Option<&'a Path>,
-    pub on_error: OnError,
-    pub apply_exif_orientation: bool,
-    pub weights: &'a Path,
-    pub arch: Option<&'a str>,
-}
-
 impl RunInputs {
     /// Chunking, shard, `--save-state` ≠ `--state`, the dataset listing, the architecture and
     /// the weights (fetched by preset name if need be, hashed).
-    pub(crate) fn check(a: InputArgs<'_>) -> Result<Self> {
-        if a.chunk_size == 0 {
+    pub(crate) fn check(
+        a: &RunArgs,
+        chunk_size: usize,
+        batch_size: usize,
+        state: Option<&Path>,
+    ) -> Result<Self> {
+        if chunk_size == 0 {
             bail!("--chunk-size 0: expected at least 1 image per chunk");
         }
-        let bs = a.batch_size.max(1);
-        let chunk = a
-            .chunk_size
+        let bs = batch_size.max(1);
+        let chunk = chunk_size
             .div_ceil(bs)
             .checked_mul(bs)
             .filter(|&c| c <= isize::MAX as usize / 8)
             .with_context(|| {
                 format!(
                     "--chunk-size {}: too large (at most {} images per chunk)",
-                    a.chunk_size,
+                    chunk_size,
                     isize::MAX as usize / 8 / bs * bs
                 )
             })?;
-        let shard = a.shard.map(parse_shard).transpose()?;
-        if let (Some(s), Some(p)) = (a.state, a.save_state) {
+        let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+        if let (Some(s), Some(p)) = (state, a.save_state.as_deref()) {
             if same_file(s, p) {
                 bail!(
                     "--save-state {} is the --state file itself: nothing to save (drop --save-state)",
@@ -182,10 +179,10 @@ impl RunInputs {
             apply_exif_orientation: a.apply_exif_orientation,
             ..Default::default()
         };
-        let ds = Dataset::load(a.images, a.labels, a.on_error == OnError::Fail)
+        let ds = Dataset::load(&a.images, a.labels.as_deref(), a.on_error == OnError::Fail)
             .map_err(crate::listing_hint)?
             .with_decode_options(decode);
-        let (weights, arch_name) = crate::fetch::resolve_weights(a.weights, a.arch)?;
+        let (weights, arch_name) = crate::fetch::resolve_weights(&a.weights, a.arch.as_deref())?;
         let arch = crate::rgb_arch(&arch_name)?;
         let weights_sha256 = sha256_file(&weights)?;
         Ok(Self {
@@ -211,19 +208,12 @@ fn plan(args: &ExtractArgs) -> Result<Plan> {
     if let Some(t) = args.transform {
         cfg.extractor.transform = t;
     }
-    let inputs = RunInputs::check(InputArgs {
-        chunk_size: args.chunk_size,
-        batch_size: cfg.extractor.batch_size,
-        shard: args.shard.as_deref(),
-        state: args.state.as_deref(),
-        save_state: args.save_state.as_deref(),
-        images: &args.images,
-        labels: args.labels.as_deref(),
-        on_error: args.on_error,
-        apply_exif_orientation: args.apply_exif_orientation,
-        weights: &args.weights,
-        arch: args.arch.as_deref(),
-    })?;
+    let inputs = RunInputs::check(
+        &args.run,
+        args.chunk_size,
+        cfg.extractor.batch_size,
+        args.state.as_deref(),
+    )?;
     Ok(Plan { cfg, inputs })
 }
 
@@ -231,7 +221,12 @@ fn plan(args: &ExtractArgs) -> Result<Plan> {
 /// `resuming` when it holds a run with something computed. Refuses (touching nothing) a
 /// directory that holds another run without `--resume`, or files that are not a fungi run.
 fn open_out(args: &ExtractArgs) -> Result<(OutDir, Existing, bool)> {
-    open_out_as(&args.out, args.resume, RunIdentity::read, Manifest::read)
+    open_out_as(
+        &args.run.out,
+        args.run.resume,
+        RunIdentity::read,
+        Manifest::read,
+    )
 }
 
 /// [`open_out`] for a run whose `run.json` and manifest `read_run` / `read_manifest` read
@@ -288,7 +283,7 @@ fn ready<B: AutodiffVitOps>(
     unprepared: Unprepared<B>,
     resuming: bool,
 ) -> Result<(Fungi<B>, Vec<u8>, Vec<Skipped>)> {
-    let state_path = args.out.join(STATE_FILE);
+    let state_path = args.run.out.join(STATE_FILE);
     let read = |p: &Path, what: &str| {
         std::fs::read(p).with_context(|| format!("reading {what}{}", p.display()))
     };
@@ -321,16 +316,16 @@ fn ready<B: AutodiffVitOps>(
             });
         }
     };
-    let skip_fn: Option<fungi::core::extractor::SkipFn<'_>> = match args.on_error {
+    let skip_fn: Option<fungi::core::extractor::SkipFn<'_>> = match args.run.on_error {
         OnError::Skip => Some(&skip),
         OnError::Fail => None,
     };
     let fungi = unprepared
         .setup_with(ds, Some(&progress), skip_fn)
-        .map_err(|e| match (&e, args.on_error) {
+        .map_err(|e| match (&e, args.run.on_error) {
             (fungi::core::Error::Image(_), OnError::Fail) => anyhow::anyhow!(
                 "{e}\n(setup reads training images for the objectives; nothing was written to {}: replace the file with a readable image, or rerun with --on-error skip)",
-                args.out.display()
+                args.run.out.display()
             ),
             _ => anyhow::Error::from(e),
         })?;
@@ -363,7 +358,7 @@ fn identity<B: AutodiffVitOps>(
         format: args.format,
         precision,
     };
-    let done = resume_check(&args.out, existing, resuming, &run, |m: &Manifest| {
+    let done = resume_check(&args.run.out, existing, resuming, &run, |m: &Manifest| {
         (m.run == run && m.chunks == chunks && m.shard == p.inputs.shard).then_some(m.rows)
     })?;
     Ok((!done).then_some(run))
@@ -464,10 +459,10 @@ fn extract_chunks<B: AutodiffVitOps>(
         dataset_len: run.dataset_len,
         batch_size: run.config.extractor.batch_size,
         dim: fungi.feature_dim(),
-        on_error: args.on_error,
+        on_error: args.run.on_error,
     };
     write_chunks(
-        &args.out,
+        &args.run.out,
         dir,
         ds,
         &plan,
@@ -627,14 +622,14 @@ pub fn run<B: AutodiffVitOps>(
         return Ok(());
     };
     start(
-        &args.out,
+        &args.run.out,
         &run,
         Start {
             state_bytes: &state_bytes,
             skipped: &setup_skipped,
             resuming,
             state_given: args.state.is_some(),
-            save_state: args.save_state.as_deref(),
+            save_state: args.run.save_state.as_deref(),
         },
     )?;
     extract_chunks(args, &out, &p.inputs.ds, &fungi, &run, chunks)?;
@@ -661,7 +656,7 @@ fn report<B: AutodiffVitOps>(
     (a, b): (usize, usize),
     shard: Option<(usize, usize)>,
 ) -> Result<()> {
-    let setup_file = args.out.join(SETUP_SKIPPED_FILE);
+    let setup_file = args.run.out.join(SETUP_SKIPPED_FILE);
     let extras = Extras {
         setup_skipped: match std::fs::read_to_string(&setup_file) {
             Ok(t) => serde_json::from_str(&t)
@@ -672,9 +667,9 @@ fn report<B: AutodiffVitOps>(
     };
     let blocks = fungi.blocks();
     let m = dir.finish(run, &blocks, (a, b), shard, &extras)?;
-    if !args.keep_chunks {
+    if !args.run.keep_chunks {
         for c in a..b {
-            let _ = std::fs::remove_file(chunk_path(&args.out, c));
+            let _ = std::fs::remove_file(chunk_path(&args.run.out, c));
         }
     }
     eprintln!(
@@ -686,7 +681,7 @@ fn report<B: AutodiffVitOps>(
             .map(|b| format!("{} {}", b.name, b.dim))
             .collect::<Vec<_>>()
             .join(", "),
-        args.out.display(),
+        args.run.out.display(),
         if m.skipped.is_empty() && m.not_listed.is_empty() && m.setup_skipped.is_empty() {
             String::new()
         } else {
