@@ -11,13 +11,12 @@ use anyhow::{bail, Context, Result};
 use fungi::backbone::{AutodiffVitOps, Precision, Vit};
 use fungi::dataset::Dataset;
 use fungi::dense::{DenseExtractor, DenseManifest, DenseRun, DenseSettings};
-use fungi::layout::{
-    chunk_path, shard_chunks, Extras, OutDir, Skipped, SETUP_SKIPPED_FILE, STATE_FILE,
-};
+use fungi::layout::{shard_chunks, OutDir, Skipped, STATE_FILE};
 use sha2::{Digest, Sha256};
 
 use crate::extract::{
-    open_out_as, resume_check, start, write_chunks, ChunkPlan, RunArgs, RunInputs, Start,
+    extras, open_out_as, remove_chunks, resume_check, skips_note, start, write_chunks, ChunkPlan,
+    RunArgs, RunInputs, Start,
 };
 use crate::{progress_bar, OnError};
 
@@ -238,15 +237,7 @@ fn report(
     (a, b): (usize, usize),
     shard: Option<(usize, usize)>,
 ) -> Result<()> {
-    let skip_file = args.run.out.join(SETUP_SKIPPED_FILE);
-    let extras = Extras {
-        setup_skipped: match std::fs::read_to_string(&skip_file) {
-            Ok(t) => serde_json::from_str(&t)
-                .with_context(|| format!("{}: damaged", skip_file.display()))?,
-            Err(_) => vec![],
-        },
-        not_listed: ds.problems.clone(),
-    };
+    let extras = extras(&args.run.out, ds)?;
     let m = fungi::dense::finish(
         dir.path(),
         run,
@@ -255,11 +246,7 @@ fn report(
         std::slice::from_ref(&args.run.out),
         &extras,
     )?;
-    if !args.run.keep_chunks {
-        for c in a..b {
-            let _ = std::fs::remove_file(chunk_path(&args.run.out, c));
-        }
-    }
+    remove_chunks(&args.run, (a, b));
     eprintln!(
         "wrote features.npy [{}, {}, {}] (patch tokens x (token {} + gradient {})) to {}{}",
         m.shape[0],
@@ -268,16 +255,11 @@ fn report(
         run.arch.embed_dim,
         run.feature_dim - run.arch.embed_dim,
         args.run.out.display(),
-        if m.skipped.is_empty() && m.support_skipped.is_empty() && m.not_listed.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} image(s) skipped, {} support image(s) skipped, {} entr(y/ies) not listed: see manifest.json",
-                m.skipped.len(),
-                m.support_skipped.len(),
-                m.not_listed.len()
-            )
-        }
+        skips_note(
+            m.skipped.len(),
+            ("support", m.support_skipped.len()),
+            m.not_listed.len()
+        )
     );
     Ok(())
 }

@@ -656,22 +656,10 @@ fn report<B: AutodiffVitOps>(
     (a, b): (usize, usize),
     shard: Option<(usize, usize)>,
 ) -> Result<()> {
-    let setup_file = args.run.out.join(SETUP_SKIPPED_FILE);
-    let extras = Extras {
-        setup_skipped: match std::fs::read_to_string(&setup_file) {
-            Ok(t) => serde_json::from_str(&t)
-                .with_context(|| format!("{}: damaged", setup_file.display()))?,
-            Err(_) => vec![],
-        },
-        not_listed: ds.problems.clone(),
-    };
+    let extras = extras(&args.run.out, ds)?;
     let blocks = fungi.blocks();
     let m = dir.finish(run, &blocks, (a, b), shard, &extras)?;
-    if !args.run.keep_chunks {
-        for c in a..b {
-            let _ = std::fs::remove_file(chunk_path(&args.run.out, c));
-        }
-    }
+    remove_chunks(&args.run, (a, b));
     eprintln!(
         "wrote {} rows x {} features ({}) to {}{}",
         m.rows,
@@ -682,16 +670,49 @@ fn report<B: AutodiffVitOps>(
             .collect::<Vec<_>>()
             .join(", "),
         args.run.out.display(),
-        if m.skipped.is_empty() && m.not_listed.is_empty() && m.setup_skipped.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} image(s) skipped, {} setup image(s) skipped, {} entr(y/ies) not listed: see manifest.json",
-                m.skipped.len(),
-                m.setup_skipped.len(),
-                m.not_listed.len()
-            )
-        }
+        skips_note(
+            m.skipped.len(),
+            ("setup", m.setup_skipped.len()),
+            m.not_listed.len()
+        )
     );
     Ok(())
+}
+
+/// What the run's start recorded beside the chunks: the setup's (or support bank's) skipped
+/// images and the dataset's unlisted entries.
+pub(crate) fn extras(out: &Path, ds: &Dataset) -> Result<Extras> {
+    let setup_file = out.join(SETUP_SKIPPED_FILE);
+    Ok(Extras {
+        setup_skipped: match std::fs::read_to_string(&setup_file) {
+            Ok(t) => serde_json::from_str(&t)
+                .with_context(|| format!("{}: damaged", setup_file.display()))?,
+            Err(_) => vec![],
+        },
+        not_listed: ds.problems.clone(),
+    })
+}
+
+/// Removes the chunk files of `[a, b)` unless `--keep-chunks`.
+pub(crate) fn remove_chunks(run: &RunArgs, (a, b): (usize, usize)) {
+    if !run.keep_chunks {
+        for c in a..b {
+            let _ = std::fs::remove_file(chunk_path(&run.out, c));
+        }
+    }
+}
+
+/// The end of the final message: what was skipped or not listed, if anything.
+pub(crate) fn skips_note(
+    skipped: usize,
+    (setup, setup_skipped): (&str, usize),
+    not_listed: usize,
+) -> String {
+    if skipped == 0 && setup_skipped == 0 && not_listed == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {skipped} image(s) skipped, {setup_skipped} {setup} image(s) skipped, {not_listed} entr(y/ies) not listed: see manifest.json"
+        )
+    }
 }
