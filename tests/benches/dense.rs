@@ -12,14 +12,7 @@ use burn::tensor::{Distribution, Tensor};
 use fungi_backbone::VitConfig;
 use fungi_core::StateTensor;
 use fungi_dense::{DenseExtractor, DenseSettings};
-use fungi_tests::{device, TestAutodiff, TestBackend};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
+use fungi_tests::{device, env_usize, TestAutodiff, TestBackend};
 
 /// Best wall time of `reps` runs of `f` (after one warm-up run).
 fn best<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
@@ -33,21 +26,10 @@ fn best<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
-    let reps = env("FUNGI_BENCH_REPS", 2);
-    let size = env("FUNGI_DENSE_SIZE", 512);
-    let m = env("FUNGI_DENSE_SUPPORT", 102_400);
+    let reps = env_usize("FUNGI_BENCH_REPS", 2);
+    let size = env_usize("FUNGI_DENSE_SIZE", 512);
+    let m = env_usize("FUNGI_DENSE_SUPPORT", 102_400);
     let arch = std::env::var("FUNGI_DENSE_ARCH").unwrap_or_else(|_| "dino_vits16".into());
     let dev = device();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -159,5 +141,8 @@ fn main() {
         1.0 / whole,
         100.0 * gflop(whole, total) / sq_rate
     );
-    println!("peak memory (VmHWM)   {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak memory (VmHWM)   {:.0} MiB",
+        fungi::benchmark::peak_rss_mb().unwrap_or(f64::NAN)
+    );
 }

@@ -15,7 +15,7 @@ use fungi_core::{FungiExtractor, Objective};
 use fungi_dino::{DinoConfig, DinoObjective};
 use fungi_kl::{KlConfig, KlObjective};
 use fungi_simclr::{SimclrConfig, SimclrObjective};
-use fungi_tests::{device, env_list, TestAutodiff};
+use fungi_tests::{device, env_list, env_usize, TestAutodiff};
 
 type B = TestAutodiff;
 
@@ -54,10 +54,7 @@ fn objectives(name: &str, e: usize) -> Vec<Box<dyn Objective<B>>> {
 }
 
 fn main() {
-    let reps: usize = std::env::var("FUNGI_BENCH_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+    let reps = env_usize("FUNGI_BENCH_REPS", 2);
     println!("backend: {}", std::any::type_name::<B>());
     println!(
         "{:<12} {:<10} {:>5} {:>11} {:>11} {:>10} {:>12}",

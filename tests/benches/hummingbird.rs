@@ -12,26 +12,8 @@ use std::time::Instant;
 
 use fungi::hummingbird::{HnswSettings, IndexChoice, LabelIndex, MemoryBank};
 use fungi_eval::Matrix;
-use fungi_tests::TestBackend;
+use fungi_tests::{env_usize, TestBackend};
 use rand::RngExt;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 /// `n` rows around `centres` (class = centre / 40), noise of norm ≈ 0.8 of a centre's.
 fn rows(centres: &[Vec<f32>], n: usize, d: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
@@ -54,13 +36,13 @@ fn rows(centres: &[Vec<f32>], n: usize, d: usize, seed: u64) -> (Vec<f32>, Vec<u
 
 fn main() {
     let (m, d, q) = (
-        env("FUNGI_HB_ROWS", 102_400),
-        env("FUNGI_HB_DIM", 768),
-        env("FUNGI_HB_QUERIES", 1024),
+        env_usize("FUNGI_HB_ROWS", 102_400),
+        env_usize("FUNGI_HB_DIM", 768),
+        env_usize("FUNGI_HB_QUERIES", 1024),
     );
     let hnsw = HnswSettings {
-        ef_search: env("FUNGI_HB_EF", 128),
-        ef_construction: env("FUNGI_HB_EFC", 100),
+        ef_search: env_usize("FUNGI_HB_EF", 128),
+        ef_construction: env_usize("FUNGI_HB_EFC", 100),
         ..Default::default()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -102,5 +84,8 @@ fn main() {
             q as f64 / search
         );
     }
-    println!("peak memory {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak memory {:.0} MiB",
+        fungi::benchmark::peak_rss_mb().unwrap_or(f64::NAN)
+    );
 }

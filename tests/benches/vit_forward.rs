@@ -8,14 +8,11 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use fungi_backbone::VitConfig;
-use fungi_tests::{device, env_list, TestBackend};
+use fungi_tests::{device, env_list, env_usize, TestBackend};
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
-    let reps: usize = std::env::var("FUNGI_BENCH_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let reps = env_usize("FUNGI_BENCH_REPS", 3);
     let dev = device();
     println!(
         "backend: {}  threads: {}",

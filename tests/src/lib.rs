@@ -274,6 +274,14 @@ pub fn env_list(name: &str, default: &str) -> Vec<String> {
         .collect()
 }
 
+/// A number from an environment variable, `default` when it is unset or no number (benches).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A Linear's weight gradient (Burn layout `[in, out]`, row-major) and bias gradient `[out]` in
 /// fungivision's per-image layout: `[out, in + 1]` rows, bias last, as `f64`.
 pub fn linear_grad_rows(gw: &[f32], gb: &[f32], i: usize, o: usize) -> Vec<f64> {

@@ -78,15 +78,23 @@ fn voc(dir: &Path) -> PathBuf {
     root
 }
 
-fn hummingbird(dir: &Path, extra: &[&str]) -> std::process::Output {
+/// `fungi hummingbird` in `dir` on the golden model with [`CFG`] and `settings` (default: a
+/// `hb.toml` of 3 classes, `k = 10`, 600 memory rows), then `extra`.
+fn hummingbird(dir: &Path, settings: Option<&Path>, extra: &[&str]) -> std::process::Output {
     let c = dir.join("dense.toml");
     std::fs::write(&c, CFG).unwrap();
-    let h = dir.join("hb.toml");
-    std::fs::write(
-        &h,
-        "num_classes = 3\nk = 10\nmemory_size = 600\n[hnsw]\nef_search = 64\n",
-    )
-    .unwrap();
+    let h = match settings {
+        Some(s) => s.to_path_buf(),
+        None => {
+            let h = dir.join("hb.toml");
+            std::fs::write(
+                &h,
+                "num_classes = 3\nk = 10\nmemory_size = 600\n[hnsw]\nef_search = 64\n",
+            )
+            .unwrap();
+            h
+        }
+    };
     Command::new(env!("CARGO_BIN_EXE_fungi"))
         .current_dir(dir)
         .args(["hummingbird", "--weights"])
@@ -143,7 +151,7 @@ fn hummingbird_segments_generated_shapes_with_both_features_and_both_searches() 
         if out == "fungi.json" {
             args.extend(["--save-predictions", preds.to_str().unwrap()]);
         }
-        ok(&hummingbird(d, &args));
+        ok(&hummingbird(d, None, &args));
         let r = report(&d.join(out));
         let miou = r["miou"].as_f64().unwrap();
         eprintln!("{features} {index}: {r}");
@@ -178,6 +186,7 @@ fn hummingbird_segments_generated_shapes_with_both_features_and_both_searches() 
     // Reproducible: the same command gives the same report (timings aside).
     ok(&hummingbird(
         d,
+        None,
         &[
             "--voc",
             root.to_str().unwrap(),
@@ -202,7 +211,7 @@ fn bad_segmentation_inputs_are_named() {
     let keep = std::fs::read(seg.join("2007_000003.png")).unwrap();
     write_palette_png(&seg.join("2007_000003.png"), &GrayImage::new(7, 5)).unwrap();
     refused(
-        &hummingbird(d, &["--voc", r, "--features", "embedding"]),
+        &hummingbird(d, None, &["--voc", r, "--features", "embedding"]),
         &["2007_000003.png", "is 7x5", "expected the same size"],
     );
     // A class id past the classes.
@@ -210,7 +219,7 @@ fn bad_segmentation_inputs_are_named() {
     m.put_pixel(0, 0, fungi::aug::image::Luma([9]));
     write_palette_png(&seg.join("2007_000003.png"), &m).unwrap();
     refused(
-        &hummingbird(d, &["--voc", r, "--features", "embedding"]),
+        &hummingbird(d, None, &["--voc", r, "--features", "embedding"]),
         &["2007_000003.png", "class id 9", "3 classes"],
     );
     std::fs::write(seg.join("2007_000003.png"), keep).unwrap();
@@ -220,34 +229,35 @@ fn bad_segmentation_inputs_are_named() {
         .save(seg.join("2007_000004.png"))
         .unwrap();
     refused(
-        &hummingbird(d, &["--voc", r, "--features", "embedding"]),
+        &hummingbird(d, None, &["--voc", r, "--features", "embedding"]),
         &["2007_000004.png", "class ids"],
     );
     std::fs::write(seg.join("2007_000004.png"), keep).unwrap();
     // An id listed without files, a missing split list.
     std::fs::write(root.join("ImageSets/Segmentation/val.txt"), "nope\n").unwrap();
     refused(
-        &hummingbird(d, &["--voc", r, "--features", "embedding"]),
+        &hummingbird(d, None, &["--voc", r, "--features", "embedding"]),
         &["val.txt:1", "nope"],
     );
     refused(
-        &hummingbird(d, &["--voc", r, "--val-split", "test"]),
+        &hummingbird(d, None, &["--voc", r, "--val-split", "test"]),
         &["test.txt"],
     );
     // An empty support folder.
     let empty = d.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(root.join("ImageSets/Segmentation/val.txt"), "2007_000012\n").unwrap();
-    let o = hummingbird(d, &["--voc", r, "--support", empty.to_str().unwrap()]);
+    let o = hummingbird(d, None, &["--voc", r, "--support", empty.to_str().unwrap()]);
     refused(&o, &["empty"]);
     // Settings out of range, named.
     refused(
-        &hummingbird(d, &["--voc", r, "--temperature", "0"]),
+        &hummingbird(d, None, &["--voc", r, "--temperature", "0"]),
         &["temperature = 0"],
     );
     refused(
         &hummingbird(
             d,
+            None,
             &[
                 "--voc",
                 r,
@@ -263,19 +273,10 @@ fn bad_segmentation_inputs_are_named() {
     );
     // A settings file with an unknown key, named.
     std::fs::write(d.join("bad.toml"), "neighbors = 3\n").unwrap();
-    let c = d.join("dense.toml");
-    let o = Command::new(env!("CARGO_BIN_EXE_fungi"))
-        .args(["hummingbird", "--weights"])
-        .arg(golden().join("model.safetensors"))
-        .arg("--arch")
-        .arg(golden().join("model.json"))
-        .arg("--config")
-        .arg(&c)
-        .args(["--voc", r, "--settings"])
-        .arg(d.join("bad.toml"))
-        .output()
-        .unwrap();
-    refused(&o, &["bad.toml", "neighbors"]);
+    refused(
+        &hummingbird(d, Some(&d.join("bad.toml")), &["--voc", r]),
+        &["bad.toml", "neighbors"],
+    );
     // No data at all.
-    refused(&hummingbird(d, &[]), &["--voc"]);
+    refused(&hummingbird(d, None, &[]), &["--voc"]);
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use fungi::backbone::{AutodiffVitOps, Vit, VitConfig};
+use fungi::backbone::{AutodiffVitOps, VitConfig};
 use fungi::core::Error;
 use fungi::dense::{DenseExtractor, DenseSettings};
 use fungi::{ImageSource, OnError, Stream};
@@ -15,8 +15,10 @@ use numpy::{PyArray1, PyArray3, PyArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::common::{
+    call_progress, check_signals, lock, model, on_error, stream_err, Collected, Skipped,
+};
 use crate::engine::{DeviceKind, FlexB, StartError, Weights};
-use crate::extractor::{architecture, on_error, state_dict, stream_err};
 use crate::source::PySource;
 use crate::{guarded, guarded_with, py_err};
 
@@ -56,11 +58,7 @@ fn build<B: AutodiffVitOps>(
     settings: DenseSettings,
     state: Option<&std::path::Path>,
 ) -> fungi::core::Result<DenseExtractor<B>> {
-    let vit = match weights {
-        Weights::File(p) => Vit::<B>::from_file(arch, p, device)?,
-        Weights::Tensors(sd) => Vit::<B>::from_state_dict(arch, &sd, device)?,
-    };
-    let mut ex = DenseExtractor::new(vit, settings)?;
+    let mut ex = DenseExtractor::new(weights.load(arch, device)?, settings)?;
     if let Some(p) = state {
         ex.load_state(p)?;
     }
@@ -96,9 +94,7 @@ impl DenseEngine {
         settings: DenseSettings,
         state: Option<PathBuf>,
     ) -> Result<Self, StartError> {
-        #[cfg(unix)]
-        fungi::cuda::preflight(index).map_err(|e| StartError::Device(e.to_string()))?;
-        let device = burn::backend::cuda::CudaDevice::new(index);
+        let device = StartError::cuda_device(index)?;
         Ok(Self::Cuda(Box::new(build(
             &device,
             arch,
@@ -116,17 +112,8 @@ impl DenseEngine {
         _settings: DenseSettings,
         _state: Option<PathBuf>,
     ) -> Result<Self, StartError> {
-        Err(StartError::Device(format!(
-            "device \"cuda:{index}\": this build of fungi_rs has no CUDA backend (built without \
-             the `cuda` feature); use device=\"cpu\" or install a wheel built with it"
-        )))
+        Err(StartError::no_cuda(index))
     }
-}
-
-/// The engine; a panic in an earlier call (already reported as `RuntimeError`) does not make
-/// it unusable.
-fn lock(e: &Mutex<DenseEngine>) -> std::sync::MutexGuard<'_, DenseEngine> {
-    e.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The settings: a dict (read by serde, unknown keys refused by name) or a TOML / JSON file.
@@ -203,33 +190,16 @@ impl Dense {
         batch_size: Option<usize>,
     ) -> PyResult<Self> {
         let kind = DeviceKind::parse(device).map_err(PyValueError::new_err)?;
-        let source = source_name.unwrap_or_else(|| "the model".into());
-        let arch = architecture(arch, &source)?;
-        let weights = match (weights, tensors) {
-            (Some(p), None) => Weights::File(p),
-            (None, Some(t)) => Weights::Tensors(state_dict(t, &source)?),
-            _ => {
-                return Err(PyValueError::new_err(
-                    "exactly one of weights (a file) and tensors (a state dict) is needed",
-                ))
-            }
-        };
+        let (arch, weights) = model(arch, weights, tensors, source_name)?;
         let settings = settings(config, config_path, batch_size)?;
         let engine = guarded_with(
             py,
             move || DenseEngine::start(kind, &arch, weights, settings, state),
-            |e| match e {
-                StartError::Device(msg) => PyRuntimeError::new_err(msg),
-                StartError::Library(e) => py_err(&e),
-            },
+            PyErr::from,
         )?;
-        let device = match kind {
-            DeviceKind::Cpu => "cpu".to_string(),
-            DeviceKind::Cuda(i) => format!("cuda:{i}"),
-        };
         Ok(Self {
             engine: Mutex::new(engine),
-            device,
+            device: kind.name(),
         })
     }
 
@@ -254,20 +224,9 @@ impl Dense {
             ));
         }
         let src = PySource::new(dataset, fetch, length);
-        let skipped = Mutex::new(Vec::new());
-        let report = |done: usize, total: usize| {
-            if let Some(cb) = &progress {
-                Python::with_gil(|py| {
-                    let _ = cb.call1(py, (done, total));
-                });
-            }
-        };
-        let skip = |i: usize, e: &Error| {
-            skipped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((i, e.to_string()));
-        };
+        let skipped = Skipped::default();
+        let report = |done: usize, total: usize| call_progress(progress.as_ref(), (done, total));
+        let skip = |i: usize, e: &Error| skipped.push(i, e);
         let load = |i: usize| src.image(i);
         let engine = &self.engine;
         let rows = guarded_with(
@@ -282,10 +241,7 @@ impl Dense {
             },
             |e| stream_err(&src, e),
         )?;
-        Ok((
-            rows,
-            skipped.into_inner().unwrap_or_else(|p| p.into_inner()),
-        ))
+        Ok((rows, skipped.into_vec()))
     }
 
     /// Dense features of the `length` items of `items` (read through `fetch`), in batches of
@@ -320,13 +276,7 @@ impl Dense {
         self.check_ready()?;
         let src = PySource::new(items, fetch, length);
         let engine = &self.engine;
-        let report = |n: usize| {
-            if let Some(cb) = &progress {
-                Python::with_gil(|py| {
-                    let _ = cb.call1(py, (n,));
-                });
-            }
-        };
+        let report = |n: usize| call_progress(progress.as_ref(), (n,));
         let run = || -> Result<_, Error> {
             let mut engine = lock(engine);
             with_dense!(&mut *engine, ex => {
@@ -338,33 +288,16 @@ impl Dense {
                     .global_indices(&global)
                     .on_error(policy)
                     .progress(&report);
-                let (mut data, mut idx, mut kept, mut skipped) = (
-                    Vec::with_capacity(length * p * d),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                );
-                let r = fungi::dense::stream(&**ex, &src, stream, |rows| {
-                    // Ctrl-C between batches.
-                    if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                        return Err(src.stash("interrupted".into(), e));
-                    }
-                    data.extend(rows.features);
-                    idx.extend(rows.indices);
-                    let gone: Vec<usize> = rows.skipped.iter().map(|(q, _)| *q).collect();
-                    kept.extend(rows.range.filter(|q| !gone.contains(q)));
-                    skipped.extend(rows.skipped.into_iter().map(|(q, e)| (q, e.to_string())));
-                    Ok(())
-                });
+                let mut rows = Collected::with_capacity(length * p * d);
+                let r = fungi::dense::stream(&**ex, &src, stream, |batch| rows.take(&src, batch));
                 ex.set_batch_size(own)?;
                 r?;
-                Ok((data, idx, kept, skipped, p, d))
+                Ok((rows, p, d))
             })
         };
-        let (data, idx, kept, skipped, p, d) = guarded_with(py, run, |e| stream_err(&src, e))?;
-        let rows = idx.len();
-        let labels = src.labels(kept.into_iter());
-        let array = PyArray1::from_vec(py, data).reshape([rows, p, d])?;
+        let (rows, p, d) = guarded_with(py, run, |e| stream_err(&src, e))?;
+        let (data, idx, labels, skipped) = rows.finish(&src);
+        let array = PyArray1::from_vec(py, data).reshape([idx.len(), p, d])?;
         Ok((array, idx, labels, skipped))
     }
 
@@ -392,9 +325,7 @@ impl Dense {
                 let (p, e) = (ex.patches(), ex.width());
                 let mut out = Vec::with_capacity(length * p * e);
                 for start in (0..length).step_by(bs) {
-                    if let Err(err) = Python::with_gil(|py| py.check_signals()) {
-                        return Err(src.stash("interrupted".into(), err));
-                    }
+                    check_signals(&src)?;
                     let imgs = (start..(start + bs).min(length))
                         .map(|i| src.image(i))
                         .collect::<Result<Vec<_>, Error>>()?;

@@ -21,6 +21,20 @@ pub(crate) enum Weights {
     Tensors(StateDict),
 }
 
+impl Weights {
+    /// The backbone `arch` with these weights, on `device`.
+    pub(crate) fn load<B: AutodiffVitOps>(
+        self,
+        arch: &VitConfig,
+        device: &B::Device,
+    ) -> Result<Vit<B>> {
+        Ok(match self {
+            Self::File(p) => Vit::<B>::from_file(arch, p, device)?,
+            Self::Tensors(sd) => Vit::<B>::from_state_dict(arch, &sd, device)?,
+        })
+    }
+}
+
 /// A compute device, as the user names it (`cpu`, `cuda`, `cuda:N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DeviceKind {
@@ -45,6 +59,14 @@ impl DeviceKind {
             )),
         }
     }
+
+    /// The device's name: `cpu`, `cuda:N`.
+    pub(crate) fn name(self) -> String {
+        match self {
+            Self::Cpu => "cpu".to_string(),
+            Self::Cuda(i) => format!("cuda:{i}"),
+        }
+    }
 }
 
 /// The facade object's stage.
@@ -66,12 +88,8 @@ impl<B: AutodiffVitOps> Slot<B> {
         config: FungiConfig,
         precision: Precision,
     ) -> Result<Self> {
-        let vit = match weights {
-            Weights::File(p) => Vit::<B>::from_file(arch, p, device)?,
-            Weights::Tensors(sd) => Vit::<B>::from_state_dict(arch, &sd, device)?,
-        };
         let u = Fungi::<B>::builder(device)
-            .backbone(vit)
+            .backbone(weights.load(arch, device)?)
             .config(config)
             .precision(precision)
             .build()?;
@@ -196,6 +214,27 @@ impl From<Error> for StartError {
     }
 }
 
+impl StartError {
+    /// CUDA device `index`, after the driver / NVRTC / headers preflight.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device(
+        index: usize,
+    ) -> std::result::Result<burn::backend::cuda::CudaDevice, Self> {
+        #[cfg(unix)]
+        fungi::cuda::preflight(index).map_err(|e| Self::Device(e.to_string()))?;
+        Ok(burn::backend::cuda::CudaDevice::new(index))
+    }
+
+    /// CUDA device `index` asked of a build without the `cuda` feature.
+    #[cfg(not(feature = "cuda"))]
+    pub(crate) fn no_cuda(index: usize) -> Self {
+        Self::Device(format!(
+            "device \"cuda:{index}\": this build of fungi_rs has no CUDA backend (built without \
+             the `cuda` feature); use device=\"cpu\" or install a wheel built with it"
+        ))
+    }
+}
+
 impl Engine {
     /// The facade on `device`: flex, or CUDA after the driver / NVRTC / headers preflight.
     pub(crate) fn start(
@@ -237,9 +276,7 @@ impl Engine {
         config: FungiConfig,
         use_fp16: bool,
     ) -> std::result::Result<Self, StartError> {
-        #[cfg(unix)]
-        fungi::cuda::preflight(index).map_err(|e| StartError::Device(e.to_string()))?;
-        let device = burn::backend::cuda::CudaDevice::new(index);
+        let device = StartError::cuda_device(index)?;
         let precision = if use_fp16 {
             Precision::Bf16
         } else {
@@ -258,9 +295,6 @@ impl Engine {
         _config: FungiConfig,
         _use_fp16: bool,
     ) -> std::result::Result<Self, StartError> {
-        Err(StartError::Device(format!(
-            "device \"cuda:{index}\": this build of fungi_rs has no CUDA backend (built without \
-             the `cuda` feature); use device=\"cpu\" or install a wheel built with it"
-        )))
+        Err(StartError::no_cuda(index))
     }
 }

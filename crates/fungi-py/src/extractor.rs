@@ -3,18 +3,17 @@
 //! item through [`PySource`]; feature rows reach numpy without a copy (the array owns the
 //! Rust buffer).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use fungi::backbone::{RawTensor, StateDict, VitConfig};
 use fungi::core::Error;
 use fungi::{FungiConfig, ObjectiveConfig, OnError, Stream};
-use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::engine::{with_slot, DeviceKind, Engine, StartError, Weights};
+use crate::common::{call_progress, lock, model, on_error, stream_err, Collected, Skipped};
+use crate::engine::{with_slot, DeviceKind, Engine};
 use crate::source::PySource;
 use crate::{guarded, guarded_with, py_err};
 
@@ -23,70 +22,6 @@ use crate::{guarded, guarded_with, py_err};
 pub(crate) struct Extractor {
     engine: Mutex<Engine>,
     device: String,
-}
-
-/// The engine; a panic in an earlier call (already reported as `RuntimeError`) does not make
-/// it unusable.
-fn lock(e: &Mutex<Engine>) -> std::sync::MutexGuard<'_, Engine> {
-    e.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The architecture: a preset name or JSON file, or a dict (a torch module's description).
-pub(crate) fn architecture(arch: &Bound<'_, PyAny>, source: &str) -> PyResult<VitConfig> {
-    if let Ok(name) = arch.extract::<String>() {
-        return VitConfig::from_preset_or_file(&name).map_err(|e| py_err(&e));
-    }
-    let value: serde_json::Value = pythonize::depythonize(arch)
-        .map_err(|e| PyValueError::new_err(format!("architecture of {source}: {e}")))?;
-    VitConfig::from_json_str(&value.to_string(), Some(source)).map_err(|e| py_err(&e))
-}
-
-/// A state dict handed over as `[(key, float32 numpy array)]` (one copy, no file).
-pub(crate) fn state_dict(
-    tensors: Vec<(String, Bound<'_, PyAny>)>,
-    source: &str,
-) -> PyResult<StateDict> {
-    let mut out = BTreeMap::new();
-    for (key, obj) in tensors {
-        let arr = obj.downcast::<PyArrayDyn<f32>>().map_err(|_| {
-            PyValueError::new_err(format!(
-                "{source}: state dict tensor {key:?}: expected a float32 numpy array, found {}",
-                obj.get_type()
-                    .name()
-                    .map_or_else(|_| "?".into(), |n| n.to_string())
-            ))
-        })?;
-        let shape = arr.shape().to_vec();
-        let data = arr.to_vec().map_err(|e| {
-            PyValueError::new_err(format!("{source}: state dict tensor {key:?}: {e}"))
-        })?;
-        out.insert(
-            key,
-            RawTensor {
-                shape,
-                data: Ok(data),
-            },
-        );
-    }
-    Ok(StateDict {
-        path: PathBuf::from(source),
-        tensors: out,
-    })
-}
-
-pub(crate) fn on_error(s: &str) -> PyResult<OnError> {
-    match s {
-        "fail" => Ok(OnError::Fail),
-        "skip" => Ok(OnError::Skip),
-        other => Err(PyValueError::new_err(format!(
-            "on_error={other:?}: expected \"fail\" or \"skip\""
-        ))),
-    }
-}
-
-/// The Python exception an item raised, else the library error as a Python exception.
-pub(crate) fn stream_err(src: &PySource, e: Error) -> PyErr {
-    src.python_error(&e).unwrap_or_else(|| py_err(&e))
 }
 
 /// What `extract` returns: features `[rows, D]`, global index per row, label per row, and the
@@ -120,17 +55,7 @@ impl Extractor {
         batch_size: usize,
     ) -> PyResult<Self> {
         let kind = DeviceKind::parse(device).map_err(PyValueError::new_err)?;
-        let source = source_name.unwrap_or_else(|| "the model".into());
-        let arch = architecture(arch, &source)?;
-        let weights = match (weights, tensors) {
-            (Some(p), None) => Weights::File(p),
-            (None, Some(t)) => Weights::Tensors(state_dict(t, &source)?),
-            _ => {
-                return Err(PyValueError::new_err(
-                    "exactly one of weights (a file) and tensors (a state dict) is needed",
-                ))
-            }
-        };
+        let (arch, weights) = model(arch, weights, tensors, source_name)?;
         let objectives: Vec<ObjectiveConfig> = pythonize::depythonize(objectives)
             .map_err(|e| PyValueError::new_err(format!("extractor_configs: {e}")))?;
         let mut cfg = FungiConfig::preset(fungi::Preset::Fungivision);
@@ -143,18 +68,11 @@ impl Extractor {
         let engine = guarded_with(
             py,
             move || Engine::start(kind, &arch, weights, cfg, use_fp16),
-            |e| match e {
-                StartError::Device(msg) => PyRuntimeError::new_err(msg),
-                StartError::Library(e) => py_err(&e),
-            },
+            PyErr::from,
         )?;
-        let device = match kind {
-            DeviceKind::Cpu => "cpu".to_string(),
-            DeviceKind::Cuda(i) => format!("cuda:{i}"),
-        };
         Ok(Self {
             engine: Mutex::new(engine),
-            device,
+            device: kind.name(),
         })
     }
 
@@ -172,20 +90,11 @@ impl Extractor {
     ) -> PyResult<Vec<(usize, String)>> {
         let skip_all = self::on_error(on_error)? == OnError::Skip;
         let src = PySource::new(dataset, fetch, length);
-        let skipped = Mutex::new(Vec::new());
+        let skipped = Skipped::default();
         let report = |stage: &str, done: usize, total: usize| {
-            if let Some(cb) = &progress {
-                Python::with_gil(|py| {
-                    let _ = cb.call1(py, (stage, done, total));
-                });
-            }
+            call_progress(progress.as_ref(), (stage, done, total));
         };
-        let skip = |i: usize, e: &Error| {
-            skipped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((i, e.to_string()));
-        };
+        let skip = |i: usize, e: &Error| skipped.push(i, e);
         let engine = &self.engine;
         let r = guarded_with(
             py,
@@ -198,7 +107,7 @@ impl Extractor {
             },
             |e| stream_err(&src, e),
         );
-        r.map(|()| skipped.into_inner().unwrap_or_else(|p| p.into_inner()))
+        r.map(|()| skipped.into_vec())
     }
 
     /// Features of the `length` items of `items` (read through `fetch`), in batches of
@@ -221,13 +130,7 @@ impl Extractor {
         let global = indices.unwrap_or_else(|| (0..length as u64).collect());
         let src = PySource::new(items, fetch, length);
         let engine = &self.engine;
-        let report = |n: usize| {
-            if let Some(cb) = &progress {
-                Python::with_gil(|py| {
-                    let _ = cb.call1(py, (n,));
-                });
-            }
-        };
+        let report = |n: usize| call_progress(progress.as_ref(), (n,));
         let run = || -> Result<_, Error> {
             let mut engine = lock(engine);
             let (bs, dim) = with_slot!(&*engine, s => {
@@ -238,30 +141,13 @@ impl Extractor {
                 .global_indices(&global)
                 .on_error(policy)
                 .progress(&report);
-            let (mut data, mut idx, mut kept, mut skipped) = (
-                Vec::with_capacity(length * dim),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            );
-            with_slot!(&mut *engine, s => s.stream(&src, stream, |rows| {
-                // Ctrl-C between batches: what was computed is handed back with the error.
-                if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                    return Err(src.stash("interrupted".into(), e));
-                }
-                data.extend(rows.features);
-                idx.extend(rows.indices);
-                let gone: Vec<usize> = rows.skipped.iter().map(|(p, _)| *p).collect();
-                kept.extend(rows.range.filter(|p| !gone.contains(p)));
-                skipped.extend(rows.skipped.into_iter().map(|(p, e)| (p, e.to_string())));
-                Ok(())
-            }))?;
-            Ok((data, idx, kept, skipped, dim))
+            let mut rows = Collected::with_capacity(length * dim);
+            with_slot!(&mut *engine, s => s.stream(&src, stream, |batch| rows.take(&src, batch)))?;
+            Ok((rows, dim))
         };
-        let (data, idx, kept, skipped, dim) = guarded_with(py, run, |e| stream_err(&src, e))?;
-        let rows = idx.len();
-        let labels = src.labels(kept.into_iter());
-        let array = PyArray1::from_vec(py, data).reshape([rows, dim])?;
+        let (rows, dim) = guarded_with(py, run, |e| stream_err(&src, e))?;
+        let (data, idx, labels, skipped) = rows.finish(&src);
+        let array = PyArray1::from_vec(py, data).reshape([idx.len(), dim])?;
         Ok((array, idx, labels, skipped))
     }
 

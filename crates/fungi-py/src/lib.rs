@@ -1,16 +1,18 @@
 //! `fungi_rs._fungi_rs`: the native half of the Python package `fungi_rs`.
 //!
 //! The Python side (`python/fungi_rs/__init__.py`) reads torch modules (`_torch.py`) and turns
-//! one dataset item into RGB bytes or a path (`_fetch`); this side holds the library's facade
-//! on the chosen device (`engine.rs`: flex, or CUDA when built with it), reads datasets item by
-//! item through the one pipeline (`source.rs`) and hands feature rows to numpy without a copy
-//! (`extractor.rs`; `dense.rs` the same for dense FUNGI, `fungi_rs.DenseFUNGI`), every call with
-//! the GIL released; `eval.rs` holds the functions behind
+//! one dataset item into RGB bytes or a path (`_fetch`, in `_common.py`); this side holds the
+//! library's facade on the chosen device (`engine.rs`: flex, or CUDA when built with it), reads
+//! datasets item by item through the one pipeline (`source.rs`) and hands feature rows to numpy
+//! without a copy (`extractor.rs`; `dense.rs` the same for dense FUNGI, `fungi_rs.DenseFUNGI`;
+//! `common.rs` what the two share), every call with the GIL released; `eval.rs` holds the
+//! functions behind
 //! `fungi_rs.eval` (the evaluation protocols of `fungi-eval`). Errors become `FileNotFoundError` (a missing file anywhere in the
 //! cause chain) or `ValueError` (everything else, with the library's message naming the key,
 //! file or value); a Rust panic becomes `RuntimeError` and never unwinds into the interpreter.
 #![warn(missing_docs)]
 
+mod common;
 mod dense;
 mod engine;
 mod eval;

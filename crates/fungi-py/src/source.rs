@@ -28,9 +28,10 @@ pub(crate) struct PySource {
     len: usize,
     decode: DecodeOptions,
     labels: Mutex<HashMap<usize, i64>>,
-    /// The first Python exception an item raised (or a pending signal), with the message the
-    /// pipeline got for it: re-raised as it was when that message ends the call.
-    raised: Mutex<Option<(String, PyErr)>>,
+    /// The Python exceptions items raised (or a pending signal), each with the message the
+    /// pipeline got for it: the one whose message ends the call is re-raised as it was. Items
+    /// are read in parallel, so several may have raised before the call ends.
+    raised: Mutex<Vec<(String, PyErr)>>,
 }
 
 impl PySource {
@@ -42,30 +43,26 @@ impl PySource {
             len,
             decode: DecodeOptions::default(),
             labels: Mutex::new(HashMap::new()),
-            raised: Mutex::new(None),
+            raised: Mutex::new(Vec::new()),
         }
     }
 
-    /// Keeps `err` (the first one) for [`PySource::python_error`] and returns the library error
-    /// that stands for it in the pipeline.
+    /// Keeps `err` for [`PySource::python_error`] and returns the library error that stands
+    /// for it in the pipeline.
     pub(crate) fn stash(&self, what: String, err: PyErr) -> Error {
         let mut raised = self.raised.lock().unwrap_or_else(|p| p.into_inner());
-        if raised.is_none() {
-            *raised = Some((what.clone(), err));
-        }
+        raised.push((what.clone(), err));
         Error::Input(what)
     }
 
     /// The Python exception behind `e`, when the call ended on one an item raised.
     pub(crate) fn python_error(&self, e: &Error) -> Option<PyErr> {
         let mut raised = self.raised.lock().unwrap_or_else(|p| p.into_inner());
-        match raised.take() {
-            Some((what, err)) if e.to_string().contains(&what) => Some(err),
-            other => {
-                *raised = other;
-                None
-            }
-        }
+        let msg = e.to_string();
+        let at = raised
+            .iter()
+            .position(|(what, _)| msg.contains(what.as_str()))?;
+        Some(raised.swap_remove(at).1)
     }
 
     /// Labels of positions `0..len` (`None` where the item had none or was not read).

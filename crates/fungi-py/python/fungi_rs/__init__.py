@@ -23,12 +23,15 @@ import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _fungi_rs
 from . import eval  # noqa: A004  (fungi_rs.eval: kNN, linear probe, retrieval mAP)
+from ._common import (_as_output, _bar, _device, _extract_dataset, _features, _fetch, _map_style,
+                      _return_tensors, _torch_model, _with_labels)
+from .dense import DenseFUNGI
 
 __version__ = _fungi_rs.__version__
 __all__ = ["FUNGIWrapper", "DenseFUNGI", "KLConfig", "DINOConfig", "SimCLRConfig", "DeepClusterConfig"]
@@ -104,52 +107,6 @@ def _objectives(configs: Sequence[Any]) -> List[dict]:
     return out
 
 
-def _is_torch_tensor(x: Any) -> bool:
-    t = type(x)
-    return t.__module__.split(".")[0] == "torch" and t.__name__ in ("Tensor", "Parameter")
-
-
-def _is_label(x: Any) -> bool:
-    if isinstance(x, (bool, str, bytes)):
-        return False
-    if isinstance(x, (int, np.integer)):
-        return True
-    return (_is_torch_tensor(x) or isinstance(x, np.ndarray)) and x.ndim == 0 \
-        and "int" in str(x.dtype)
-
-
-def _encode(item: Any, i: int) -> Tuple[Union[bytes, str], int, int]:
-    """One image as packed RGB bytes (w, h) or a path (decoded in Rust)."""
-    if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item), 0, 0
-    if hasattr(item, "convert") and hasattr(item, "mode"):  # PIL image
-        im = item if item.mode == "RGB" else item.convert("RGB")
-        return im.tobytes(), im.width, im.height
-    if _is_torch_tensor(item):
-        if str(item.dtype) != "torch.uint8":
-            raise ValueError(f"image {i}: expected a uint8 image tensor (as torchvision.io.read_image "
-                             f"gives), found dtype {item.dtype}: fungi_rs applies each objective's own "
-                             f"transforms to the raw image, so pass images, not normalised tensors")
-        if item.ndim == 3 and item.shape[0] == 3 and item.shape[-1] != 3:
-            item = item.permute(1, 2, 0)  # CxHxW -> HxWxC
-        item = item.detach().cpu().contiguous().numpy()
-    a = np.asarray(item)
-    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
-        raise ValueError(f"image {i}: expected a PIL image, a path, an HxWx3 uint8 array or a uint8 "
-                         f"image tensor, found {type(item).__name__} of shape {getattr(a, 'shape', '?')} "
-                         f"and dtype {getattr(a, 'dtype', '?')}")
-    return np.ascontiguousarray(a).tobytes(), int(a.shape[1]), int(a.shape[0])
-
-
-def _fetch(items: Any, i: int) -> Tuple[Union[bytes, str], int, int, Optional[int]]:
-    """Item ``i`` of a dataset or list, for the Rust pipeline: ``(bytes | path, w, h, label)``."""
-    item = items[i]
-    label = None
-    if isinstance(item, (tuple, list)) and len(item) == 2 and _is_label(item[1]):
-        item, label = item[0], int(item[1])
-    return _encode(item, i) + (label,)
-
-
 class _Sequential:
     """An iterable with a length read once, in order, as a map-style dataset (DeepCluster's
     setup reads its training set from first to last)."""
@@ -166,41 +123,6 @@ class _Sequential:
                              f"(next is {self._next}); pass a map-style dataset")
         self._next += 1
         return next(self._it)
-
-
-def _map_style(dataset: Any) -> Optional[Any]:
-    """The dataset to index: itself when map-style, a DataLoader's ``dataset``; else None."""
-    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        return dataset
-    inner = getattr(dataset, "dataset", None)
-    if type(dataset).__name__ == "DataLoader" and inner is not None \
-            and hasattr(inner, "__getitem__") and hasattr(inner, "__len__"):
-        return inner
-    return None
-
-
-def _bar(progress: bool, total: int, desc: str) -> Any:
-    if not progress:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc)
-
-
-def _as_output(a: np.ndarray, kind: str) -> Any:
-    if kind == "pt":
-        import torch
-        return torch.from_numpy(a)
-    if kind != "np":
-        raise ValueError(f"return_tensors={kind!r}: expected 'np' or 'pt'")
-    return a
-
-
-def _device(device: Any) -> str:
-    d = str(device)  # a torch.device prints as "cuda:0" / "cpu"
-    return "cuda:0" if d == "cuda" else d
 
 
 class FUNGIWrapper:
@@ -246,20 +168,8 @@ class FUNGIWrapper:
             model, weights = None, model  # the earlier FUNGIWrapper(weights, arch, ...) form
         from_torch = False
         if model is not None:
-            from . import _torch
-            if not _torch.is_torch_module(model):
-                raise TypeError(f"model: expected a torch.nn.Module (a DINO, DINOv2, timm, torchvision "
-                                f"or Hugging Face ViT), found {type(model).__module__}."
-                                f"{type(model).__qualname__}; without torch pass weights= and arch=")
-            if weights is not None or arch is not None:
-                raise ValueError("model= and weights= / arch= are alternatives: pass one")
-            arch_dict = _torch.describe(model)  # TypeError for a module that is no supported ViT
-            if target_layer is not None:
-                _torch.check_target(model, target_layer)
-            name = f"{type(model).__module__}.{type(model).__qualname__}"
-            self._ex = _fungi_rs.Extractor(arch_dict, objectives,
-                                           tensors=_torch.state_dict_arrays(model),
-                                           source_name=name, **kw)
+            arch_dict, model_kw = _torch_model(model, weights, arch, target_layer)
+            self._ex = _fungi_rs.Extractor(arch_dict, objectives, **model_kw, **kw)
             from_torch = True
         else:
             if weights is None or arch is None:
@@ -270,9 +180,7 @@ class FUNGIWrapper:
                 raise FileNotFoundError(f"weights file {w} does not exist")
             a = os.fspath(arch) if isinstance(arch, os.PathLike) else arch
             self._ex = _fungi_rs.Extractor(a, objectives, weights=w, **kw)
-        self.return_tensors = return_tensors or ("pt" if from_torch else "np")
-        if self.return_tensors not in ("np", "pt"):
-            raise ValueError(f"return_tensors={self.return_tensors!r}: expected 'np' or 'pt'")
+        self.return_tensors = _return_tensors(return_tensors, from_torch)
         self.last_skipped: List[Tuple[int, str]] = []
 
     @classmethod
@@ -329,17 +237,7 @@ class FUNGIWrapper:
                  progress: bool = False, return_tensors: Optional[str] = None) -> Any:
         """FUNGI features ``[len(images), feature_dim]`` float32 (torch.Tensor when built from a
         torch module, else numpy; ``return_tensors="np"|"pt"`` chooses)."""
-        n = len(images)
-        idx = None if indices is None else [int(i) for i in indices]
-        if idx is not None and len(idx) != n:
-            raise ValueError(f"indices: {len(idx)} for {n} images")
-        bar = _bar(progress, n, "FUNGI")
-        try:
-            f, _, _, _ = self._ex.extract(images, _fetch, n, indices=idx,
-                                          progress=bar.update if bar is not None else None)
-        finally:
-            if bar is not None:
-                bar.close()
+        f = _features(self._ex, images, indices, progress, "FUNGI")
         return _as_output(f, return_tensors or self.return_tensors)
 
     def extract(self, dataset: Any, batch_size: Optional[int] = None, progress: bool = True,
@@ -351,49 +249,14 @@ class FUNGIWrapper:
         ``on_error="skip"`` leaves unreadable images out (listed in ``.last_skipped``)."""
         kind = return_tensors or self.return_tensors
         bs = batch_size or self._ex.batch_size
-        ds = _map_style(dataset)
-        total = len(ds) if ds is not None else (len(dataset) if hasattr(dataset, "__len__") else None)
-        bar = _bar(progress, total, "FUNGI")
-        update = bar.update if bar is not None else None
-        try:
-            if ds is not None:
-                f, _, labels, skipped = self._ex.extract(ds, _fetch, len(ds), on_error=on_error,
-                                                         progress=update, batch_size=bs)
-                parts, labels_all, self.last_skipped = [f], labels, skipped
-            else:
-                parts, labels_all, self.last_skipped = [], [], []
-                chunk, start = [], 0
-                for item in dataset:
-                    chunk.append(item)
-                    if len(chunk) == 4 * bs:
-                        start = self._extract_chunk(chunk, start, bs, on_error, update, parts, labels_all)
-                        chunk = []
-                if chunk:
-                    self._extract_chunk(chunk, start, bs, on_error, update, parts, labels_all)
-        finally:
-            if bar is not None:
-                bar.close()
+        parts, labels_all = _extract_dataset(self, dataset, bs, progress, on_error, "FUNGI")
         dim = self.feature_dim
         f = np.concatenate(parts) if len(parts) != 1 else parts[0]
         f = f.reshape(-1, dim) if f.size or dim else f
         if self.last_skipped:
             warnings.warn(f"extract: {len(self.last_skipped)} unreadable image(s) skipped "
                           f"(see .last_skipped)")
-        out = _as_output(f, kind)
-        if labels_all and all(lb is not None for lb in labels_all):
-            return out, _as_output(np.asarray(labels_all, dtype=np.int64), kind)
-        return out
-
-    def _extract_chunk(self, chunk: List[Any], start: int, bs: int, on_error: str,
-                       update: Optional[Callable[[int], Any]], parts: List[np.ndarray],
-                       labels_all: List[Optional[int]]) -> int:
-        idx = list(range(start, start + len(chunk)))
-        f, _, labels, skipped = self._ex.extract(chunk, _fetch, len(chunk), indices=idx,
-                                                 on_error=on_error, progress=update, batch_size=bs)
-        parts.append(f)
-        labels_all.extend(labels)
-        self.last_skipped.extend((start + p, why) for p, why in skipped)
-        return start + len(chunk)
+        return _with_labels(f, labels_all, kind)
 
     def embed(self, images: Sequence[Any], return_tensors: Optional[str] = None) -> Any:
         """CLS embeddings of the eval transform ``[N, E]`` float32, not normalised."""
@@ -425,6 +288,3 @@ class FUNGIWrapper:
         """The compute device (``cpu``, ``cuda:N``)."""
         return self._ex.device
 
-
-# Last: fungi_rs.dense uses the helpers above.
-from .dense import DenseFUNGI  # noqa: E402

@@ -19,7 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _bar, _as_output, _device, _fetch, _fungi_rs, _map_style
+from . import _fungi_rs
+from ._common import (_as_output, _bar, _device, _extract_dataset, _features, _fetch, _map_style,
+                      _return_tensors, _torch_model, _with_labels)
 
 __all__ = ["DenseFUNGI"]
 
@@ -94,19 +96,9 @@ class DenseFUNGI:
         if isinstance(model, (str, os.PathLike)) and weights is None:
             model, weights = None, model
         if model is not None:
-            from . import _torch
-            if not _torch.is_torch_module(model):
-                raise TypeError(f"model: expected a torch.nn.Module (a DINO, DINOv2, timm, torchvision "
-                                f"or Hugging Face ViT), found {type(model).__module__}."
-                                f"{type(model).__qualname__}; without torch pass weights= and arch=")
-            if weights is not None or arch is not None:
-                raise ValueError("model= and weights= / arch= are alternatives: pass one")
-            arch_dict = _torch.describe(model)
-            if isinstance(target, str):
-                _torch.check_target(model, target)
-            name = f"{type(model).__module__}.{type(model).__qualname__}"
-            self._ex = _fungi_rs.Dense(arch_dict, tensors=_torch.state_dict_arrays(model),
-                                       source_name=name, **kw)
+            arch_dict, model_kw = _torch_model(model, weights, arch,
+                                               target if isinstance(target, str) else None)
+            self._ex = _fungi_rs.Dense(arch_dict, **model_kw, **kw)
             from_torch = True
         else:
             if weights is None:
@@ -114,9 +106,7 @@ class DenseFUNGI:
                                 "arch=, or a preset name)")
             w, a = _weights(weights, arch)
             self._ex = _fungi_rs.Dense(a, weights=w, **kw)
-        self.return_tensors = return_tensors or ("pt" if from_torch else "np")
-        if self.return_tensors not in ("np", "pt"):
-            raise ValueError(f"return_tensors={self.return_tensors!r}: expected 'np' or 'pt'")
+        self.return_tensors = _return_tensors(return_tensors, from_torch)
         self.last_skipped: List[Tuple[int, str]] = []
 
     def setup(self, support: Any, progress: bool = False, on_error: str = "fail") -> "DenseFUNGI":
@@ -157,17 +147,7 @@ class DenseFUNGI:
                  progress: bool = False, return_tensors: Optional[str] = None) -> Any:
         """Dense features ``[len(images), patches, feature_dim]`` float32. Image ``i`` uses the
         random stream (dropped negatives) of index ``i``, or ``indices[i]``."""
-        n = len(images)
-        idx = None if indices is None else [int(i) for i in indices]
-        if idx is not None and len(idx) != n:
-            raise ValueError(f"indices: {len(idx)} for {n} images")
-        bar = _bar(progress, n, "dense FUNGI")
-        try:
-            f, _, _, _ = self._ex.extract(images, _fetch, n, indices=idx,
-                                          progress=bar.update if bar is not None else None)
-        finally:
-            if bar is not None:
-                bar.close()
+        f = _features(self._ex, images, indices, progress, "dense FUNGI")
         return _as_output(f, return_tensors or self.return_tensors)
 
     def extract(self, dataset: Any, batch_size: Optional[int] = None, progress: bool = False,
@@ -181,31 +161,8 @@ class DenseFUNGI:
             raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
         kind = return_tensors or self.return_tensors
         bs = batch_size or self._ex.batch_size
-        ds = _map_style(dataset)
-        total = len(ds) if ds is not None else (len(dataset) if hasattr(dataset, "__len__") else None)
-        bar = _bar(progress, total, "dense FUNGI")
-        update = bar.update if bar is not None else None
-        parts: List[np.ndarray] = []
-        labels_all: List[Optional[int]] = []
         self.last_skipped = []
-        try:
-            if ds is not None:
-                f, _, labels, skipped = self._ex.extract(ds, _fetch, len(ds), on_error=on_error,
-                                                         progress=update, batch_size=bs)
-                parts, labels_all, self.last_skipped = [f], labels, skipped
-            else:
-                chunk: List[Any] = []
-                start = 0
-                for item in dataset:
-                    chunk.append(item)
-                    if len(chunk) == 4 * bs:
-                        start = self._chunk(chunk, start, bs, on_error, update, parts, labels_all)
-                        chunk = []
-                if chunk:
-                    self._chunk(chunk, start, bs, on_error, update, parts, labels_all)
-        finally:
-            if bar is not None:
-                bar.close()
+        parts, labels_all = _extract_dataset(self, dataset, bs, progress, on_error, "dense FUNGI")
         if len(parts) == 1:
             f = parts[0]
         elif parts:
@@ -215,20 +172,7 @@ class DenseFUNGI:
         if self.last_skipped:
             warnings.warn(f"extract: {len(self.last_skipped)} unreadable image(s) skipped "
                           f"(see .last_skipped)")
-        out = _as_output(f, kind)
-        if labels_all and all(lb is not None for lb in labels_all):
-            return out, _as_output(np.asarray(labels_all, dtype=np.int64), kind)
-        return out
-
-    def _chunk(self, chunk: List[Any], start: int, bs: int, on_error: str, update: Any,
-               parts: List[np.ndarray], labels_all: List[Optional[int]]) -> int:
-        idx = list(range(start, start + len(chunk)))
-        f, _, labels, skipped = self._ex.extract(chunk, _fetch, len(chunk), indices=idx,
-                                                 on_error=on_error, progress=update, batch_size=bs)
-        parts.append(f)
-        labels_all.extend(labels)
-        self.last_skipped.extend((start + p, why) for p, why in skipped)
-        return start + len(chunk)
+        return _with_labels(f, labels_all, kind)
 
     def embed(self, images: Sequence[Any], batch_size: Optional[int] = None,
               return_tensors: Optional[str] = None) -> Any:

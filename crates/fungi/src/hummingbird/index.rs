@@ -248,8 +248,12 @@ impl<B: Backend> LabelIndex<B> {
                 let lists: Vec<Result<Vec<u32>>> = queries
                     .par_chunks(self.dim)
                     .map(|q| {
+                        // The graph's distance is `1 − q·r` clamped at 0: the query must be a
+                        // unit row for it to order the rows by cosine.
+                        let n = dot(q, q).sqrt().max(1e-12);
+                        let unit: Vec<f32> = q.iter().map(|v| v / n).collect();
                         let found: Vec<u32> = graph
-                            .search(q, k, *ef_search)
+                            .search(&unit, k, *ef_search)
                             .into_iter()
                             .take(k)
                             .map(|nb| nb.d_id as u32)
@@ -377,6 +381,10 @@ mod tests {
         assert_eq!(approx.kind(), "hnsw");
         let r = approx.recall(&q, 10).unwrap();
         assert!(r > 0.9, "recall {r}");
+        // Queries need not be unit rows (the search normalises them).
+        let scaled: Vec<f32> = q.iter().map(|v| v * 3.0).collect();
+        let r = approx.recall(&scaled, 10).unwrap();
+        assert!(r > 0.9, "recall of scaled queries {r}");
         // Transfer on the exact index: weights are a softmax of cos / τ over the neighbours.
         let t = exact.transfer(&q[..d], 3, 0.1).unwrap();
         assert!((t.iter().sum::<f64>() - 1.0).abs() < 1e-9);
