@@ -4,7 +4,9 @@
 //! projection's shape, and the process's peak memory.
 //!
 //! `cargo bench -p fungi-tests --bench dense`. Env: `FUNGI_BENCH_REPS`, `FUNGI_DENSE_SIZE`
-//! (512), `FUNGI_DENSE_SUPPORT` (102400), `FUNGI_DENSE_ARCH` (dino_vits16).
+//! (512), `FUNGI_DENSE_SUPPORT` (102400), `FUNGI_DENSE_ARCH` (dino_vits16),
+//! `FUNGI_DENSE_SEARCH_BUDGET` / `FUNGI_DENSE_TOKEN_BUDGET` (bytes of one score block / one
+//! projection chunk; the library's defaults).
 
 use std::time::Instant;
 
@@ -63,6 +65,17 @@ fn main() {
     .expect("settings");
     let vit = cfg.init::<TestAutodiff>(&dev);
     let mut ex = DenseExtractor::new(vit, settings).expect("extractor");
+    let token_budget = env_usize(
+        "FUNGI_DENSE_TOKEN_BUDGET",
+        fungi_core::token_projection::DEFAULT_TOKEN_BUDGET,
+    );
+    ex.set_budgets(
+        token_budget,
+        env_usize(
+            "FUNGI_DENSE_SEARCH_BUDGET",
+            fungi_dense::DEFAULT_SEARCH_BUDGET,
+        ),
+    );
     let rows = Tensor::<TestBackend, 2>::random([m, e], Distribution::Normal(0.0, 1.0), &dev);
     let data: Vec<f32> = rows.into_data().convert::<f32>().into_vec().unwrap();
     ex.set_support(StateTensor {
@@ -106,7 +119,7 @@ fn main() {
             .project_tokens(
                 delta.clone(),
                 a1.clone(),
-                fungi_core::token_projection::DEFAULT_TOKEN_BUDGET,
+                token_budget,
             )
             .unwrap()
             .into_data()
