@@ -116,11 +116,7 @@ fn main() {
     let a1 = Tensor::<TestBackend, 2>::random([p, j], Distribution::Default, &dev);
     let proj = best(reps, || {
         ex.projection()
-            .project_tokens(
-                delta.clone(),
-                a1.clone(),
-                token_budget,
-            )
+            .project_tokens(delta.clone(), a1.clone(), token_budget)
             .unwrap()
             .into_data()
     });

@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p fungi-tests --bench hummingbird`. Env: `FUNGI_HB_ROWS` (102400),
 //! `FUNGI_HB_DIM` (768, dense FUNGI of ViT-S/16), `FUNGI_HB_QUERIES` (1024, one 512-px image),
-//! `FUNGI_HB_EF` (128, HNSW ef_search), `FUNGI_HB_EFC` (100, ef_construction).
+//! `FUNGI_HB_EF` (128, HNSW ef_search), `FUNGI_HB_EFC` (100, ef_construction), `FUNGI_HB_HNSW`
+//! (1; 0 times the exact search alone).
 
 use std::time::Instant;
 
@@ -68,7 +69,12 @@ fn main() {
             .expect("row");
     }
     let dev = Default::default();
-    for choice in [IndexChoice::Exact, IndexChoice::Hnsw] {
+    let choices = if env_usize("FUNGI_HB_HNSW", 1) == 0 {
+        vec![IndexChoice::Exact]
+    } else {
+        vec![IndexChoice::Exact, IndexChoice::Hnsw]
+    };
+    for choice in choices {
         let t = Instant::now();
         let index = LabelIndex::<TestBackend>::build(bank.clone(), choice, u64::MAX, hnsw, &dev)
             .expect("index");
