@@ -59,8 +59,8 @@ pub struct HummingbirdArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Evaluation settings (TOML or JSON): num_classes, k, temperature, memory_size,
-    /// augmentation_epochs, augment, index, exact_max_bytes, [hnsw] ef_construction /
-    /// ef_search, recall_queries, seed. Flags below override them.
+    /// augmentation_epochs, augment, index, exact_max_bytes, [hnsw] max_connections /
+    /// ef_construction / ef_search, recall_queries, seed. The flags below override them.
     #[arg(long)]
     pub settings: Option<PathBuf>,
     /// A dense state (projection, head, support bank), e.g. `fungi dense --save-state`.
@@ -300,13 +300,15 @@ pub fn run<B: AutodiffVitOps>(
         100.0 * report.pixel_accuracy
     );
     println!(
-        "memory: {} patches ({} per image, {} training image(s)); {} search, recall@{} {:.4}{}; {} validation image(s); {:.1} s + {:.1} s + {:.1} s",
+        "memory: {} patches ({} per image, {} training image(s)); {} search, recall@{} {}{}; {} validation image(s); {:.1} s + {:.1} s + {:.1} s",
         report.memory_rows,
         report.patches_per_image,
         report.train_images,
         report.index,
         report.settings.k,
-        report.recall,
+        report
+            .recall
+            .map_or_else(|| "not measured".to_string(), |r| format!("{r:.4}")),
         if report.recall_queries > 0 {
             format!(" on {} queries", report.recall_queries)
         } else {

@@ -115,3 +115,41 @@ def test_hummingbird_bad_inputs_are_named():
     nan[0, 0, 0] = np.nan
     with pytest.raises(ValueError):
         fe.hummingbird(tf, tm, nan, vm, num_classes=3)
+
+
+def test_hummingbird_non_square_grid_matches_the_reference():
+    tf, tm = _data(4, 8, grid=(2, 4))
+    vf, vm = _data(5, 3, grid=(2, 4))
+    r = fe.hummingbird(tf, tm, vf, vm, num_classes=3, k=4, temperature=0.1, grid=(2, 4),
+                       memory_size=10_000, index="exact", return_predictions=True)
+    want = _reference(tf, tm, vf, vm, (2, 4), 4, 0.1, 3)
+    assert r["predictions"].shape == (3, 8, 16)
+    assert (r["predictions"] == want).mean() > 0.999
+    # The transposed grid is another layout: refused by its patch count only when it differs.
+    with pytest.raises(ValueError, match="whole square patches"):
+        fe.hummingbird(tf, tm, vf, vm.transpose(0, 2, 1), num_classes=3, grid=(2, 4))
+
+
+def test_hummingbird_refuses_early_and_reports_what_it_measured():
+    tf, tm = _data(0, 4)
+    vf, vm = _data(1, 2)
+    # k past the memory is refused before anything is computed, naming the budget.
+    with pytest.raises(ValueError, match="k = 9: expected between 1 and the 8 rows"):
+        fe.hummingbird(tf, tm, vf, vm, num_classes=3, k=9, memory_size=8)
+    # Non-finite validation features are an error on every search.
+    nan = vf.copy()
+    nan[1, 3, 2] = np.inf
+    for index in ("exact", "hnsw"):
+        with pytest.raises(ValueError, match="non-finite"):
+            fe.hummingbird(tf, tm, nan, vm, num_classes=3, k=4, index=index, ef_search=16)
+    # Masks without pixels.
+    with pytest.raises(ValueError, match="whole square patches"):
+        fe.hummingbird(tf, tm, vf, vm[:, :0, :0], num_classes=3)
+    # ef_search below k only matters for HNSW.
+    r = fe.hummingbird(tf, tm, vf, vm, num_classes=3, k=20, ef_search=16, index="auto")
+    assert r["index"] == "exact" and r["recall"] == 1.0
+    with pytest.raises(ValueError, match="ef_search"):
+        fe.hummingbird(tf, tm, vf, vm, num_classes=3, k=20, ef_search=16, index="hnsw")
+    # An approximate search whose recall was not measured says so.
+    r = fe.hummingbird(tf, tm, vf, vm, num_classes=3, k=4, index="hnsw", recall_queries=0)
+    assert r["recall"] is None and r["recall_queries"] == 0

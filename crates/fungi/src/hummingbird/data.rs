@@ -95,7 +95,7 @@ impl SegSplit {
     /// # Errors
     /// Unreadable folders, no images, or an image without a mask (named).
     pub fn folders(images: &Path, masks: &Path) -> Result<Self> {
-        let read = |dir: &Path, what: &str| -> Result<BTreeMap<String, PathBuf>> {
+        let read = |dir: &Path, what: &str, exts: &[&str]| -> Result<BTreeMap<String, PathBuf>> {
             let rd = std::fs::read_dir(dir).map_err(|source| HummingbirdError::Io {
                 path: dir.to_path_buf(),
                 what: what.to_string(),
@@ -108,16 +108,25 @@ impl SegSplit {
                     .extension()
                     .and_then(|e| e.to_str())
                     .map(str::to_ascii_lowercase);
-                if p.is_file() && ext.is_some_and(|e| IMAGE_EXTS.contains(&e.as_str())) {
-                    if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                        out.insert(stem.to_string(), p);
+                if p.is_file() && ext.is_some_and(|e| exts.contains(&e.as_str())) {
+                    if let Some(stem) = p.file_stem().and_then(|s| s.to_str()).map(String::from) {
+                        if let Some(other) = out.insert(stem.clone(), p.clone()) {
+                            return Err(HummingbirdError::Listing {
+                                file: p,
+                                line: 0,
+                                reason: format!(
+                                    "two files of stem `{stem}` (also {}): pairs are matched by stem",
+                                    other.display()
+                                ),
+                            });
+                        }
                     }
                 }
             }
             Ok(out)
         };
-        let imgs = read(images, "the images folder")?;
-        let msks = read(masks, "the masks folder")?;
+        let imgs = read(images, "the images folder", &IMAGE_EXTS)?;
+        let msks = read(masks, "the masks folder", &["png"])?;
         if imgs.is_empty() {
             return Err(HummingbirdError::Listing {
                 file: images.to_path_buf(),
@@ -325,5 +334,41 @@ mod tests {
         RgbImage::new(2, 2).save(&rgb).unwrap();
         let e = read_mask(&rgb).unwrap_err().to_string();
         assert!(e.contains("rgb.png") && e.contains("class ids"), "{e}");
+    }
+
+    #[test]
+    fn packed_palette_masks_are_unpacked_most_significant_bits_first() {
+        // 3 x 2 pixels at 4 bits: rows [1, 2, 15] and [0, 7, 3], each row padded to a byte.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m4.png");
+        let mut bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bytes, 3, 2);
+            enc.set_color(png::ColorType::Indexed);
+            enc.set_depth(png::BitDepth::Four);
+            enc.set_palette(voc_palette()[..16].concat());
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&[0x12, 0xF0, 0x07, 0x30]).unwrap();
+        }
+        std::fs::write(&p, bytes).unwrap();
+        assert_eq!(read_mask(&p).unwrap().as_raw(), &vec![1, 2, 15, 0, 7, 3]);
+    }
+
+    #[test]
+    fn folder_pairs_take_png_masks_and_refuse_two_files_of_one_stem() {
+        let dir = tempfile::tempdir().unwrap();
+        let (imgs, masks) = (dir.path().join("i"), dir.path().join("m"));
+        std::fs::create_dir_all(&imgs).unwrap();
+        std::fs::create_dir_all(&masks).unwrap();
+        RgbImage::new(2, 2).save(imgs.join("a.jpg")).unwrap();
+        write_palette_png(&masks.join("a.png"), &GrayImage::new(2, 2)).unwrap();
+        // A JPEG in the masks folder is not a mask.
+        RgbImage::new(2, 2).save(masks.join("b.jpg")).unwrap();
+        let s = SegSplit::folders(&imgs, &masks).unwrap();
+        assert_eq!(s.items.len(), 1);
+        assert_eq!(s.items[0].mask, masks.join("a.png"));
+        RgbImage::new(2, 2).save(imgs.join("a.png")).unwrap();
+        let e = SegSplit::folders(&imgs, &masks).unwrap_err().to_string();
+        assert!(e.contains("two files of stem `a`"), "{e}");
     }
 }

@@ -71,7 +71,13 @@ struct UnitCosine;
 
 impl Distance<f32> for UnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
+        let d = 1.0 - dot(a, b);
+        // NaN stays NaN (`f32::max` would turn it into 0, a perfect match).
+        if d < 0.0 {
+            0.0
+        } else {
+            d
+        }
     }
 }
 
@@ -206,7 +212,14 @@ impl<B: Backend> LabelIndex<B> {
                 found: format!("{} values", queries.len()),
             });
         }
-        Ok(queries.len() / self.dim.max(1))
+        let d = self.dim.max(1);
+        if let Some(i) = queries.iter().position(|v| !v.is_finite()) {
+            return Err(HummingbirdError::NonFinite {
+                what: format!("query patch {} (value {})", i / d, i % d),
+                value: queries[i],
+            });
+        }
+        Ok(queries.len() / d)
     }
 
     /// The exact `k` nearest memory rows (by dot product, best first) of each query row,
@@ -316,7 +329,8 @@ impl<B: Backend> LabelIndex<B> {
     }
 
     /// Recall@k of this index's search against the exact search on `queries`: the mean fraction
-    /// of each query's exact `k` neighbours that it finds (1 for the exact index).
+    /// of each query's exact `k` neighbours that it finds (1 for the exact index; 1 on no
+    /// queries, which the evaluation reports as not measured).
     ///
     /// # Errors
     /// As [`LabelIndex::neighbours`].

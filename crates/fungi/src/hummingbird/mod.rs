@@ -254,7 +254,14 @@ impl HummingbirdSettings {
                 "2 to 256",
             );
         }
-        if self.hnsw.ef_search < self.k && self.index != IndexChoice::Exact {
+        if !self.augment && self.augmentation_epochs > 1 {
+            return bad(
+                "augmentation_epochs",
+                self.augmentation_epochs.to_string(),
+                "1 when augment = false (passes without augmentation repeat the same patches)",
+            );
+        }
+        if self.hnsw.ef_search < self.k && self.index == IndexChoice::Hnsw {
             return bad(
                 "hnsw.ef_search",
                 self.hnsw.ef_search.to_string(),
@@ -299,8 +306,9 @@ pub struct Report {
     pub patches_per_image: usize,
     /// `"exact"` or `"hnsw"`.
     pub index: String,
-    /// Recall@k of the search against the exact one (1 for exact search).
-    pub recall: f64,
+    /// Recall@k of the search against the exact one (1 for exact search; `None` for an
+    /// approximate search with `recall_queries = 0`).
+    pub recall: Option<f64>,
     /// Query patches the recall was measured on (0 for exact search).
     pub recall_queries: usize,
     /// Seconds spent on the memory bank, the index and the validation images.
@@ -366,6 +374,23 @@ impl<B: AutodiffVitOps> PatchFeaturizer for DenseFeatures<'_, B> {
             FeatureKind::Fungi => "fungi",
         }
     }
+}
+
+/// Refuses `k` past the rows the memory will hold (`per_image` of `p` patches over `images`),
+/// before any feature is computed.
+fn check_k(k: usize, per_image: usize, p: usize, images: usize) -> Result<()> {
+    let rows = per_image.min(p).saturating_mul(images);
+    if k > rows {
+        return Err(HummingbirdError::Setting {
+            key: "k".into(),
+            value: k.to_string(),
+            expected: format!(
+                "between 1 and the {rows} rows of the memory bank ({} of the {p} patches of each of {images} training image(s)); raise memory_size or lower k",
+                per_image.min(p)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Random-stream keys of validation images start here (training images use
@@ -463,10 +488,13 @@ impl<'a, B: Backend> Scorer<'a, B> {
     ) -> Result<Report> {
         let m = self.confusion.miou();
         let (recall, recall_queries) = if self.index.kind() == "exact" {
-            (1.0, 0)
+            (Some(1.0), 0)
         } else {
             let n = self.recall_rows.len() / self.index.dim().max(1);
-            (self.index.recall(&self.recall_rows, self.settings.k)?, n)
+            let r = (n > 0)
+                .then(|| self.index.recall(&self.recall_rows, self.settings.k))
+                .transpose()?;
+            (r, n)
         };
         Ok(Report {
             features: features.into(),
@@ -562,6 +590,7 @@ pub fn evaluate<B: Backend>(
     let n_train = train.items.len();
     let total = n_train * s.augmentation_epochs;
     let per_image = MemoryBank::per_image_for(s.memory_size, total);
+    check_k(s.k, per_image, grid.0 * grid.1, total)?;
     let mut bank = MemoryBank::new(featurizer.dim(), s.num_classes, per_image, s.seed);
     let report = |ph: Phase, d: usize, t: usize| {
         if let Some(f) = progress {
@@ -683,6 +712,13 @@ pub fn evaluate_features<B: Backend>(
     settings.validate()?;
     let s = settings;
     let p = grid.0 * grid.1;
+    if dim == 0 {
+        return Err(HummingbirdError::Shape {
+            what: "features".into(),
+            expected: "at least 1 value per patch".into(),
+            found: "0".into(),
+        });
+    }
     for (sp, name) in [(&train, "train"), (&val, "val")] {
         if sp.images == 0 {
             return Err(HummingbirdError::Empty {
@@ -706,6 +742,8 @@ pub fn evaluate_features<B: Backend>(
         }
         if grid.0 == 0
             || grid.1 == 0
+            || h < grid.0
+            || w < grid.1
             || h % grid.0 != 0
             || w % grid.1 != 0
             || h / grid.0 != w / grid.1
@@ -733,6 +771,7 @@ pub fn evaluate_features<B: Backend>(
     }
     let t0 = Instant::now();
     let per_image = MemoryBank::per_image_for(s.memory_size, train.images);
+    check_k(s.k, per_image, p, train.images)?;
     let mut bank = MemoryBank::new(dim, s.num_classes, per_image, s.seed);
     let (h, w) = train.mask_size;
     for i in 0..train.images {
