@@ -600,7 +600,7 @@ pub fn evaluate<B: Backend>(
     let t0 = Instant::now();
     let keys: Vec<u64> = (0..total as u64).collect();
     for batch in keys.chunks(bs) {
-        let pairs: Vec<(RgbImage, GrayImage)> = batch
+        let (imgs, masks): (Vec<RgbImage>, Vec<GrayImage>) = batch
             .par_iter()
             .map(|&key| {
                 let item = &train.items[key as usize % n_train];
@@ -611,11 +611,12 @@ pub fn evaluate<B: Backend>(
                     resize_pair(&img, &mask, size)
                 })
             })
-            .collect::<Result<_>>()?;
-        let imgs: Vec<RgbImage> = pairs.iter().map(|p| p.0.clone()).collect();
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let feats = featurizer.features(&imgs, batch)?;
         let per = feats.len() / batch.len();
-        for ((key, (_, mask)), f) in batch.iter().zip(&pairs).zip(feats.chunks(per)) {
+        for ((key, mask), f) in batch.iter().zip(&masks).zip(feats.chunks(per)) {
             let labels = patch_labels(
                 mask.as_raw(),
                 size as usize,
@@ -642,15 +643,16 @@ pub fn evaluate<B: Backend>(
             .par_iter()
             .map(|item| data::load_pair(item, s.num_classes, decode))
             .collect::<Result<_>>()?;
-        let views: Vec<(RgbImage, GrayImage)> = pairs
+        let (imgs, truths): (Vec<RgbImage>, Vec<GrayImage>) = pairs
             .par_iter()
             .map(|(i, m)| resize_pair(i, m, size))
-            .collect();
-        let imgs: Vec<RgbImage> = views.iter().map(|p| p.0.clone()).collect();
+            .collect::<Vec<_>>()
+            .into_iter()
+            .unzip();
         let keys: Vec<u64> = (start..end).map(|j| VAL_KEY_OFFSET + j as u64).collect();
         let feats = featurizer.features(&imgs, &keys)?;
         let per = feats.len() / keys.len();
-        for (j, (f, (_, truth))) in feats.chunks(per).zip(&views).enumerate() {
+        for (j, (f, truth)) in feats.chunks(per).zip(&truths).enumerate() {
             let pred = scorer.image(f, grid, truth)?;
             if let Some(cb) = on_prediction.as_mut() {
                 let (img, mask) = &pairs[j];
