@@ -69,6 +69,14 @@ impl DeviceKind {
     }
 }
 
+/// The error of a slot whose stage a failed transition lost (the facade's `ready` after a
+/// passed `check_ready` does not fail, so this is not expected to happen).
+fn lost() -> fungi::core::Error {
+    fungi::core::Error::Input(
+        "this extractor was left unusable by an earlier failed call: create a new one".into(),
+    )
+}
+
 /// The facade object's stage.
 pub(crate) struct Slot<B: AutodiffVitOps> {
     stage: Option<Stage<B>>,
@@ -98,32 +106,39 @@ impl<B: AutodiffVitOps> Slot<B> {
         })
     }
 
-    fn stage(&self) -> &Stage<B> {
-        self.stage
-            .as_ref()
-            .expect("a slot always holds its stage between calls")
+    /// The stage; an error only after a transition failed half-way (the object must then be
+    /// rebuilt).
+    fn stage(&self) -> Result<&Stage<B>> {
+        self.stage.as_ref().ok_or_else(lost)
+    }
+
+    /// The stage, unprepared, moved out (the caller puts a stage back).
+    fn take_unprepared(&mut self) -> Result<Unprepared<B>> {
+        Ok(match self.stage.take().ok_or_else(lost)? {
+            Stage::Unprepared(u) => u,
+            Stage::Ready(f) => f.into_unprepared(),
+        })
     }
 
     /// The extractor (settings, blocks), at any stage.
-    pub(crate) fn extractor(&self) -> &FungiExtractor<B> {
-        match self.stage() {
+    pub(crate) fn extractor(&self) -> Result<&FungiExtractor<B>> {
+        Ok(match self.stage()? {
             Stage::Unprepared(u) => u.extractor(),
             Stage::Ready(f) => f.extractor(),
-        }
+        })
     }
 
-    /// Ready to extract: after a setup or a state, or when no objective needs either.
+    /// Ready to extract: after a setup or a state, or when no objective needs either. Not
+    /// ready: the error, and the object stays unprepared.
     fn ready(&mut self) -> Result<&Fungi<B>> {
-        if let Some(Stage::Unprepared(u)) = &self.stage {
+        if let Stage::Unprepared(u) = self.stage()? {
             u.check_ready()?;
-            let Some(Stage::Unprepared(u)) = self.stage.take() else {
-                unreachable!("checked above")
-            };
-            self.stage = Some(Stage::Ready(u.ready()?));
+            let f = self.take_unprepared()?.ready()?;
+            self.stage = Some(Stage::Ready(f));
         }
-        match self.stage() {
+        match self.stage()? {
             Stage::Ready(f) => Ok(f),
-            Stage::Unprepared(_) => unreachable!("made ready above"),
+            Stage::Unprepared(_) => Err(lost()),
         }
     }
 
@@ -135,10 +150,7 @@ impl<B: AutodiffVitOps> Slot<B> {
         progress: Option<fungi::core::extractor::ProgressFn<'_>>,
         skip: Option<fungi::core::extractor::SkipFn<'_>>,
     ) -> Result<()> {
-        let mut u = match self.stage.take().expect("a slot always holds its stage") {
-            Stage::Unprepared(u) => u,
-            Stage::Ready(f) => f.into_unprepared(),
-        };
+        let mut u = self.take_unprepared()?;
         let r = u.setup_in_place(train, progress, skip);
         self.stage = Some(Stage::Unprepared(u));
         r
@@ -146,10 +158,7 @@ impl<B: AutodiffVitOps> Slot<B> {
 
     /// Restores a saved state (all or nothing).
     pub(crate) fn load_state(&mut self, path: &std::path::Path) -> Result<()> {
-        let mut u = match self.stage.take().expect("a slot always holds its stage") {
-            Stage::Unprepared(u) => u,
-            Stage::Ready(f) => f.into_unprepared(),
-        };
+        let mut u = self.take_unprepared()?;
         let r = u.load_state_in_place(path);
         self.stage = Some(Stage::Unprepared(u));
         r
@@ -172,7 +181,7 @@ impl<B: AutodiffVitOps> Slot<B> {
 
     /// Raw CLS embeddings of the eval transform (no setup needed).
     pub(crate) fn embed(&self, source: &(impl ImageSource + ?Sized)) -> Result<Vec<f32>> {
-        match self.stage() {
+        match self.stage()? {
             Stage::Unprepared(u) => u.embed(source),
             Stage::Ready(f) => f.embed(source),
         }

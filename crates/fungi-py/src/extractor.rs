@@ -134,7 +134,7 @@ impl Extractor {
         let run = || -> Result<_, Error> {
             let mut engine = lock(engine);
             let (bs, dim) = with_slot!(&*engine, s => {
-                let x = s.extractor();
+                let x = s.extractor()?;
                 (x.config().batch_size, x.feature_dim())
             });
             let stream = Stream::all(length, batch_size.unwrap_or(bs))
@@ -190,20 +190,20 @@ impl Extractor {
 
     /// Width of a feature row.
     #[getter]
-    fn feature_dim(&self) -> usize {
-        with_slot!(&*lock(&self.engine), s => s.extractor().feature_dim())
+    fn feature_dim(&self) -> PyResult<usize> {
+        with_slot!(&*lock(&self.engine), s => Ok(s.extractor().map_err(|e| py_err(&e))?.feature_dim()))
     }
 
     /// Block names in column order.
     #[getter]
-    fn block_names(&self) -> Vec<String> {
-        with_slot!(&*lock(&self.engine), s => s.extractor().block_names())
+    fn block_names(&self) -> PyResult<Vec<String>> {
+        with_slot!(&*lock(&self.engine), s => Ok(s.extractor().map_err(|e| py_err(&e))?.block_names()))
     }
 
     /// Images per pass.
     #[getter]
-    fn batch_size(&self) -> usize {
-        with_slot!(&*lock(&self.engine), s => s.extractor().config().batch_size)
+    fn batch_size(&self) -> PyResult<usize> {
+        with_slot!(&*lock(&self.engine), s => Ok(s.extractor().map_err(|e| py_err(&e))?.config().batch_size))
     }
 
     /// The device (`cpu`, `cuda:N`).
