@@ -93,8 +93,20 @@ impl StateFile {
     }
 }
 
+/// The settings every state's `config` records: target layer and shape, token size.
+pub const COMMON_KEYS: [&str; 3] = ["target_layer", "target_shape", "embed_dim"];
+
+/// A state at `path` made for other settings: `what` differs.
+pub fn mismatch(path: &Path, what: &str, expected: String, found: String) -> Error {
+    Error::Mismatch {
+        what: format!("{}: {what}", path.display()),
+        expected,
+        found,
+    }
+}
+
 /// Refuses a state whose `config` (`theirs`) differs from `mine` in one of `keys`, naming the
-/// file and the key: the settings every state records (target layer and shape, token size).
+/// file and the key.
 pub fn require_same(
     theirs: &serde_json::Value,
     mine: &serde_json::Value,
@@ -103,11 +115,12 @@ pub fn require_same(
 ) -> Result<()> {
     for key in keys {
         if theirs[key] != mine[key] {
-            return Err(Error::Mismatch {
-                what: format!("{}: `{key}`", path.display()),
-                expected: mine[key].to_string(),
-                found: theirs[key].to_string(),
-            });
+            return Err(mismatch(
+                path,
+                &format!("`{key}`"),
+                mine[key].to_string(),
+                theirs[key].to_string(),
+            ));
         }
     }
     Ok(())

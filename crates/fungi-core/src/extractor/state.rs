@@ -84,17 +84,8 @@ impl<B: AutodiffVitOps> FungiExtractor<B> {
         let st = state::parse(bytes, path)?;
         let cfg = st.config(path)?;
         let mine = self.state_config();
-        let mismatch = |what: &str, expected: String, found: String| Error::Mismatch {
-            what: format!("{}: {what}", path.display()),
-            expected,
-            found,
-        };
-        state::require_same(
-            &cfg,
-            &mine,
-            &["target_layer", "target_shape", "embed_dim"],
-            path,
-        )?;
+        let mismatch = |what: &str, e: String, f: String| state::mismatch(path, what, e, f);
+        state::require_same(&cfg, &mine, &state::COMMON_KEYS, path)?;
         // Settings the state depends on, where the file records them.
         for key in ["seed", "projection_dim"] {
             let theirs = &cfg["extractor"][key];

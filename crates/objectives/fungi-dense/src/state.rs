@@ -14,7 +14,7 @@ use fungi_core::state::{
     self, backbone_fingerprint, json_differences, projection_entries, projection_from_state,
     Stored, STATE_FORMAT,
 };
-use fungi_core::{Error, Head, Result, StateTensor};
+use fungi_core::{Head, Result, StateTensor};
 
 use crate::DenseExtractor;
 
@@ -86,17 +86,8 @@ impl<B: AutodiffVitOps> DenseExtractor<B> {
         let st = state::parse(bytes, path)?;
         let cfg = st.config(path)?;
         let mine = self.state_config();
-        let mismatch = |what: &str, expected: String, found: String| Error::Mismatch {
-            what: format!("{}: {what}", path.display()),
-            expected,
-            found,
-        };
-        state::require_same(
-            &cfg,
-            &mine,
-            &["target_layer", "target_shape", "embed_dim"],
-            path,
-        )?;
+        let mismatch = |what: &str, e: String, f: String| state::mismatch(path, what, e, f);
+        state::require_same(&cfg, &mine, &state::COMMON_KEYS, path)?;
         if !cfg["seed"].is_null() && cfg["seed"] != mine["seed"] {
             return Err(mismatch(
                 "`seed` (the state was made with another seed; use the same seed, or make a new state)",
